@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -34,11 +35,11 @@ def machine_facts() -> dict[str, Any]:
         facts["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
         pass
-    for mod in ("nvidia.dali", "deepspeed", "av", "timm"):
+    for dist in ("nvidia-dali-cuda130", "deepspeed", "av", "timm", "webdataset", "pyarrow"):
         try:
-            facts[mod.split(".")[-1]] = __import__(mod, fromlist=["__version__"]).__version__
-        except Exception:  # noqa: BLE001 - a missing optional library is a fact, not an error
-            facts[mod.split(".")[-1]] = None
+            facts[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            facts[dist] = None
     facts["git_commit"] = _git_commit()
     return facts
 
@@ -76,9 +77,9 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
     cells = [[cell(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)),
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
              "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
 
 

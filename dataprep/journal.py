@@ -1,0 +1,86 @@
+"""The resume journal of a shard job: one record per finished shard, written after the shard is in
+place. A rerun continues after the last recorded shard; anything later is redone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from salt.atomic import write_json_atomic
+
+
+@dataclass
+class Segment:
+    """What happened between two shard boundaries: inputs completed, inputs rejected."""
+
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+class JobMismatch(Exception):
+    pass
+
+
+class Journal:
+    def __init__(self, directory: Path):
+        self.dir = directory
+
+    @property
+    def job_file(self) -> Path:
+        return self.dir / "job.json"
+
+    @property
+    def end_file(self) -> Path:
+        return self.dir / "end.json"
+
+    def exists(self) -> bool:
+        return self.job_file.exists()
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def begin(self, job: dict[str, Any]) -> None:
+        """Record the job's options; refuse to continue a journal written for different ones."""
+        if self.exists():
+            old = json.loads(self.job_file.read_text())
+            diffs = sorted(k for k in set(old) | set(job) if old.get(k) != job.get(k))
+            if diffs:
+                detail = "; ".join(f"{k}: was {old.get(k)!r}, now {job.get(k)!r}" for k in diffs)
+                raise JobMismatch(f"{self.dir.parent} holds an unfinished or finished job with other settings "
+                                  f"({detail}). Rerun with the same settings to resume, or pass --overwrite.")
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.job_file, job)
+
+    def segments(self) -> list[dict[str, Any]]:
+        """Finished shards in order, up to the first one whose tar is missing or of another size;
+        records after that point (and the end mark) are dropped, since that work will be redone."""
+        out = []
+        records = sorted(self.dir.glob("shard-*.json"))
+        for n, p in enumerate(records):
+            rec = json.loads(p.read_text()) if p.name == f"shard-{n:06d}.json" else None
+            shard = self.dir.parent / rec["shard"]["path"] if rec else None
+            if rec is None or not shard.exists() or shard.stat().st_size != rec["shard"]["bytes"]:
+                for stale in records[n:]:
+                    stale.unlink()
+                self.end_file.unlink(missing_ok=True)
+                break
+            out.append(rec)
+        return out
+
+    def write_segment(self, number: int, shard: dict[str, Any], seg: Segment, next_pos: tuple[int, int]) -> None:
+        write_json_atomic(self.dir / f"shard-{number:06d}.json",
+                          {"shard": shard, "inputs": seg.inputs, "failures": seg.failures, "next": list(next_pos)})
+
+    def write_end(self, seg: Segment) -> None:
+        write_json_atomic(self.end_file, {"inputs": seg.inputs, "failures": seg.failures})
+
+    def complete(self) -> bool:
+        return self.end_file.exists()
+
+    def tail(self) -> Segment:
+        rec = json.loads(self.end_file.read_text())
+        return Segment(rec["inputs"], rec["failures"])

@@ -1,0 +1,453 @@
+"""`python -m dataprep.shards`: videos → WebDataset tar shards that the DALI loader reads fast.
+
+Each input video is decoded, resampled to a constant frame rate, resized, optionally cut into clips
+and re-encoded with a short closed GOP. Samples are assigned to shards in the order of the sorted
+input list, so the shards' contents do not depend on `--workers`. Shards are written under a
+temporary name and renamed when complete; a journal beside them lets a rerun resume. See README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from dataprep.codecs import CODECS, DEFAULT_CODEC, codec_spec
+from dataprep.inputs import InputVideo, inputs_fingerprint, list_inputs, part_slice
+from dataprep.journal import JobMismatch, Journal, Segment
+from dataprep.pool import ordered_map
+from dataprep.tarshard import ShardWriter
+from dataprep.transcode import TranscodeFailure, TranscodeOptions, VideoResult, transcode_video
+from salt.atomic import write_json_atomic, write_jsonl_atomic
+
+MANIFEST_FORMAT = "salt-shards/1"
+TAR_OVERHEAD = 3 * 1024  # tar headers and padding of one sample's three members, upper bound
+
+
+class JobError(Exception):
+    """A job-level failure with a message for the user (bad arguments, failure budget exceeded)."""
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """The options that decide the shards' contents (saved in the journal and the manifest)."""
+
+    input: str
+    name: str
+    codec: str = DEFAULT_CODEC
+    fps: str | None = None  # a fraction like "30000/1001" or "15"; None keeps the source rate
+    short_side: int = 256
+    clip_seconds: float | None = None
+    gop: int = 16
+    quality: int | None = None
+    min_frames: int = 16
+    shard_size_mb: float = 256.0
+    shard_samples: int = 0
+    max_fail_frac: float = 0.05
+    part: int | None = None
+    num_parts: int | None = None
+
+    def transcode_options(self) -> TranscodeOptions:
+        return TranscodeOptions(codec=codec_spec(self.codec), fps=Fraction(self.fps) if self.fps else None,
+                                short_side=self.short_side, clip_seconds=self.clip_seconds, gop=self.gop,
+                                quality=self.quality, min_frames=self.min_frames)
+
+    @property
+    def prefix(self) -> str:
+        return self.name if self.part is None else f"{self.name}-p{self.part:04d}"
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.part is None else f"-p{self.part:04d}"
+
+    def validate(self) -> None:
+        codec_spec(self.codec)
+        if self.fps is not None and Fraction(self.fps) <= 0:
+            raise JobError(f"--fps must be positive, got {self.fps}")
+        if self.short_side < 0 or self.short_side % 2:
+            raise JobError(f"--short-side must be an even number >= 0 (0 keeps the size), got {self.short_side}")
+        if self.gop < 1 or self.min_frames < 1:
+            raise JobError("--gop and --min-frames must be >= 1")
+        if self.clip_seconds is not None and self.clip_seconds <= 0:
+            raise JobError(f"--clip-seconds must be positive, got {self.clip_seconds}")
+        if not 0 <= self.max_fail_frac <= 1:
+            raise JobError(f"--max-fail-frac must be in [0, 1], got {self.max_fail_frac}")
+        if self.shard_size_mb <= 0 and self.shard_samples <= 0:
+            raise JobError("set --shard-size or --shard-samples to a positive value")
+        if not self.name or any(c in self.name for c in "./ "):
+            raise JobError(f"shard set name {self.name!r} may not be empty or contain '.', '/' or spaces")
+
+
+@dataclass
+class JobSummary:
+    manifest: dict[str, Any]
+    wall_seconds: float
+    resumed_shards: int
+
+    def format(self) -> str:
+        m = self.manifest
+        lines = [
+            f"shard set   {m['name']}  ({m['codec']}, {m['fps'] or 'source'} fps, short side {m['short_side']}, gop {m['gop']})",
+            f"inputs      {m['num_inputs']} ({m['num_ok']} ok, {m['num_failed']} failed)",
+            f"samples     {m['num_samples']} in {m['num_shards']} shards, {m['total_bytes'] / 1e6:.1f} MB",
+            f"video       {m['total_input_seconds']:.1f} s in, {m['total_output_frames']} frames out",
+        ]
+        if m["classes"]:
+            lines.append(f"classes     {len(m['classes'])}: {', '.join(m['classes'][:12])}"
+                         + (" ..." if len(m["classes"]) > 12 else ""))
+        if m["failure_reasons"]:
+            lines.append("failures    " + "; ".join(f"{n}x {r}" for r, n in m["failure_reasons"].items()))
+        if self.wall_seconds > 0 and self.resumed_shards == 0:
+            lines.append(f"throughput  {m['total_input_seconds'] / self.wall_seconds:.1f} s of video per s "
+                         f"({self.wall_seconds:.1f} s wall)")
+        elif self.resumed_shards:
+            lines.append(f"resumed     {self.resumed_shards} shards were already complete")
+        return "\n".join(lines)
+
+
+def sample_key(inp: InputVideo, clip_index: int) -> str:
+    return f"{inp.index:08d}-{clip_index:04d}"
+
+
+def _work(args: tuple[InputVideo, TranscodeOptions, int]) -> VideoResult | tuple[InputVideo, str]:
+    inp, opts, skip = args
+    try:
+        return transcode_video(inp, opts, skip_clips=skip)
+    except TranscodeFailure as e:
+        return inp, str(e)
+    except Exception as e:  # noqa: BLE001 - one bad file must not stop the job; its reason is recorded
+        return inp, f"internal error: {type(e).__name__}: {e}"
+
+
+def _crashed(args: tuple[InputVideo, TranscodeOptions, int]) -> tuple[InputVideo, str]:
+    return args[0], "decoder crashed the worker process"
+
+
+def _sample_meta(res: VideoResult, clip, key: str, label_index: int | None, codec: str) -> dict[str, Any]:
+    return {
+        "key": key, "source": res.input.source, "label": res.input.label, "label_index": label_index,
+        "fps": float(res.fps), "fps_fraction": str(res.fps), "frames": clip.frames,
+        "width": res.width, "height": res.height, "clip_index": clip.clip_index,
+        "clip_start_frame": clip.start_frame, "clip_start": float(clip.start_frame / res.fps),
+        "codec": codec, "source_fps": float(res.source_fps), "source_frames_header": res.source_frames_header,
+        "source_frames_decoded": res.source_frames_decoded, "decode_error": res.decode_error,
+    }
+
+
+def _input_summary(res: VideoResult) -> dict[str, Any]:
+    return {"index": res.input.index, "source": res.input.source, "label": res.input.label,
+            "seconds": res.source_seconds, "clips": len(res.clips), "output_frames": res.output_frames,
+            "width": res.width, "height": res.height, "fps": str(res.fps),
+            "frames_decoded": res.source_frames_decoded, "frames_header": res.source_frames_header,
+            "decode_error": res.decode_error}
+
+
+def run_job(cfg: JobConfig, out: Path, workers: int = 1, overwrite: bool = False,
+            progress: bool = True) -> JobSummary:
+    cfg.validate()
+    t_start = time.perf_counter()
+    all_inputs = list_inputs(cfg.input)
+    if not all_inputs:
+        raise JobError(f"no video files found in {cfg.input}")
+    classes = sorted({v.label for v in all_inputs if v.label is not None})
+    label_index = {c: i for i, c in enumerate(classes)}
+    inputs = all_inputs if cfg.part is None else part_slice(all_inputs, cfg.part, cfg.num_parts or 1)
+    out.mkdir(parents=True, exist_ok=True)
+
+    journal = Journal(out / f".journal{cfg.suffix}")
+    if overwrite:
+        journal.clear()
+        for p in list(out.glob(f"{cfg.prefix}-[0-9]*.tar")) + list(out.glob(f"{cfg.prefix}-[0-9]*.idx")):
+            p.unlink()
+    try:
+        # the failure budget may change between runs (raise it and rerun); nothing else that shapes shards may
+        contents = {k: v for k, v in asdict(cfg).items() if k != "max_fail_frac"}
+        journal.begin({**contents, "inputs": inputs_fingerprint(inputs), "classes": classes})
+    except JobMismatch as e:
+        raise JobError(str(e)) from None
+    segments = journal.segments()
+    if journal.complete():
+        return JobSummary(_finalize(cfg, out, inputs, classes, segments, journal.tail()), 0.0, len(segments))
+
+    next_input, next_clip = segments[-1]["next"] if segments else (0, 0)
+    todo = [v for v in inputs if v.index >= next_input]
+    opts = cfg.transcode_options()
+    budget = int(cfg.max_fail_frac * len(inputs))
+    failed_before = sum(len(s["failures"]) for s in segments)
+    max_bytes = cfg.shard_size_mb * 1e6 if cfg.shard_size_mb > 0 else float("inf")
+
+    state = _WriterState(out, cfg.prefix, journal, len(segments))
+    bar = tqdm(total=len(inputs), initial=len(inputs) - len(todo), unit="video", disable=not progress,
+               desc=f"shards {cfg.prefix}", dynamic_ncols=True)
+    seconds_done, failed = 0.0, failed_before
+    work = ((v, opts, next_clip if v.index == next_input else 0) for v in todo)
+    try:
+        for res in ordered_map(_work, work, workers=max(1, workers), on_crash=_crashed):
+            bar.update(1)
+            if isinstance(res, tuple):
+                inp, reason = res
+                state.segment.failures.append({"index": inp.index, "path": inp.source, "reason": reason})
+                failed += 1
+                if failed > budget:
+                    raise JobError(f"{failed} of {len(inputs)} inputs failed, more than --max-fail-frac "
+                                   f"{cfg.max_fail_frac} allows ({budget}); stopping. Latest: {inp.source}: "
+                                   f"{reason}")
+            else:
+                _write_video(res, state, cfg, label_index, max_bytes)
+                seconds_done += res.source_seconds
+            bar.set_postfix(video_s=f"{seconds_done:.0f}", failed=failed, shards=state.number)
+        state.finish(next_pos=(inputs[-1].index + 1 if inputs else 0, 0))
+    except JobError:
+        state.abort()
+        done = [f for s in journal.segments() for f in s["failures"]] + state.segment.failures
+        write_jsonl_atomic(out / f"failures{cfg.suffix}.jsonl", done)
+        raise
+    except BaseException:
+        state.abort()
+        raise
+    finally:
+        bar.close()
+    segments = journal.segments()
+    return JobSummary(_finalize(cfg, out, inputs, classes, segments, journal.tail()),
+                      time.perf_counter() - t_start, 0 if not segments else len(segments) - state.written)
+
+
+class _WriterState:
+    """The shard being filled and the journal segment it closes."""
+
+    def __init__(self, out: Path, prefix: str, journal: Journal, number: int):
+        self.out, self.prefix, self.journal, self.number = out, prefix, journal, number
+        self.writer: ShardWriter | None = None
+        self.segment = Segment()
+        self.written = 0
+
+    def add(self, key: str, components: dict[str, bytes]) -> None:
+        if self.writer is None:
+            self.writer = ShardWriter(self.out / f"{self.prefix}-{self.number:06d}.tar")
+        self.writer.write(key, components)
+
+    def close(self, next_pos: tuple[int, int]) -> None:
+        assert self.writer is not None
+        info = self.writer.close()
+        self.journal.write_segment(self.number, info.to_json(), self.segment, next_pos)
+        self.writer, self.segment = None, Segment()
+        self.number += 1
+        self.written += 1
+
+    def finish(self, next_pos: tuple[int, int]) -> None:
+        if self.writer is not None:
+            self.close(next_pos)
+        self.journal.write_end(self.segment)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+
+def _write_video(res: VideoResult, state: _WriterState, cfg: JobConfig, label_index: dict[str, int],
+                 max_bytes: float) -> None:
+    lidx = label_index.get(res.input.label) if res.input.label is not None else None
+    ext = codec_spec(cfg.codec).ext
+    for j, clip in enumerate(res.clips):
+        key = sample_key(res.input, clip.clip_index)
+        meta = _sample_meta(res, clip, key, lidx, cfg.codec)
+        components = {ext: clip.payload, "json": json.dumps(meta, sort_keys=True).encode()}
+        if lidx is not None:
+            components["cls"] = str(lidx).encode()
+        size = sum(len(v) for v in components.values()) + TAR_OVERHEAD
+        if state.writer is not None and state.writer.samples and state.writer.bytes + size > max_bytes:
+            state.close(next_pos=(res.input.index, clip.clip_index))
+        state.add(key, components)
+        last = j == len(res.clips) - 1
+        if last:
+            state.segment.inputs.append(_input_summary(res))
+        if cfg.shard_samples and state.writer.samples >= cfg.shard_samples:
+            nxt = (res.input.index + 1, 0) if last else (res.input.index, res.clips[j + 1].clip_index)
+            state.close(next_pos=nxt)
+    if not res.clips:  # resumed mid-video and every remaining clip was already written
+        state.segment.inputs.append(_input_summary(res))
+
+
+def _finalize(cfg: JobConfig, out: Path, inputs: list[InputVideo], classes: list[str],
+              segments: list[dict[str, Any]], tail: Segment) -> dict[str, Any]:
+    """Write manifest and failures from the journal; they describe every input exactly once."""
+    done_inputs = [i for s in segments for i in s["inputs"]] + tail.inputs
+    failures = [f for s in segments for f in s["failures"]] + tail.failures
+    shards = [s["shard"] for s in segments]
+    manifest = build_manifest(cfg, classes, shards, done_inputs, failures, len(inputs))
+    write_jsonl_atomic(out / f"failures{cfg.suffix}.jsonl", failures)
+    write_json_atomic(out / f"manifest{cfg.suffix}.json", manifest)
+    return manifest
+
+
+def build_manifest(cfg: JobConfig, classes: list[str], shards: list[dict[str, Any]],
+                   done_inputs: list[dict[str, Any]], failures: list[dict[str, Any]],
+                   num_inputs: int) -> dict[str, Any]:
+    spec = codec_spec(cfg.codec)
+    reasons = Counter(_reason_kind(f["reason"]) for f in failures)
+    return {
+        "format": MANIFEST_FORMAT,
+        "name": cfg.name,
+        "codec": cfg.codec,
+        "video_ext": spec.ext,
+        "decodable_on": [d for d, ok in (("cpu", spec.dali_cpu), ("gpu", spec.dali_gpu)) if ok],
+        "fps": cfg.fps,
+        "short_side": cfg.short_side,
+        "gop": cfg.gop,
+        "clip_seconds": cfg.clip_seconds,
+        "classes": classes,
+        "num_inputs": num_inputs,
+        "num_ok": len(done_inputs),
+        "num_failed": len(failures),
+        "failure_reasons": dict(reasons.most_common()),
+        "num_shards": len(shards),
+        "num_samples": sum(s["samples"] for s in shards),
+        "total_bytes": sum(s["bytes"] for s in shards),
+        "total_input_seconds": round(sum(i["seconds"] for i in done_inputs), 3),
+        "total_output_frames": sum(i["output_frames"] for i in done_inputs),
+        "frame_sizes": dict(Counter(f"{i['width']}x{i['height']}" for i in done_inputs).most_common()),
+        "frame_rates": dict(Counter(i["fps"] for i in done_inputs).most_common()),
+        "partly_decoded": sum(1 for i in done_inputs if i["decode_error"]
+                              or (i["frames_header"] and i["frames_decoded"] < i["frames_header"])),
+        "shards": shards,
+        "options": asdict(cfg),
+    }
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(":", 1)[0]
+
+
+def merge_parts(out: Path) -> dict[str, Any]:
+    """Combine the manifests of all `--part K/N` jobs written into `out` into manifest.json."""
+    parts = sorted(out.glob("manifest-p[0-9][0-9][0-9][0-9].json"))
+    if not parts:
+        raise JobError(f"no part manifests (manifest-pNNNN.json) in {out}; run the --part jobs first")
+    manifests = [json.loads(p.read_text()) for p in parts]
+    num_parts = {m["options"]["num_parts"] for m in manifests}
+    if len(num_parts) != 1:
+        raise JobError(f"part manifests in {out} disagree on the number of parts: {sorted(num_parts)}")
+    n = num_parts.pop()
+    have = sorted(m["options"]["part"] for m in manifests)
+    missing = sorted(set(range(n)) - set(have))
+    if missing:
+        raise JobError(f"cannot merge {out}: parts {missing} of {n} have not finished")
+    base = {k: v for k, v in manifests[0]["options"].items() if k not in ("part",)}
+    for m in manifests[1:]:
+        other = {k: v for k, v in m["options"].items() if k not in ("part",)}
+        if other != base:
+            raise JobError(f"part {m['options']['part']} was made with other options than part 0")
+    cfg = JobConfig(**{**base, "part": None, "num_parts": n})
+    failures = []
+    for k in range(n):
+        f = out / f"failures-p{k:04d}.jsonl"
+        failures += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    manifest = {
+        **build_manifest(cfg, manifests[0]["classes"], [s for m in manifests for s in m["shards"]], [], failures,
+                         sum(m["num_inputs"] for m in manifests)),
+        "num_ok": sum(m["num_ok"] for m in manifests),
+        "total_input_seconds": round(sum(m["total_input_seconds"] for m in manifests), 3),
+        "total_output_frames": sum(m["total_output_frames"] for m in manifests),
+        "frame_sizes": _sum_counts(m["frame_sizes"] for m in manifests),
+        "frame_rates": _sum_counts(m["frame_rates"] for m in manifests),
+        "partly_decoded": sum(m["partly_decoded"] for m in manifests),
+        "parts": n,
+    }
+    write_jsonl_atomic(out / "failures.jsonl", failures)
+    write_json_atomic(out / "manifest.json", manifest)
+    return manifest
+
+
+def _sum_counts(dicts) -> dict[str, int]:
+    total: Counter = Counter()
+    for d in dicts:
+        total.update(d)
+    return dict(total.most_common())
+
+
+def _parse_part(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--part takes K/N (e.g. 3/8), got {text!r}") from None
+    if n < 1 or not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"--part {text}: need 0 <= K < N")
+    return k, n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dataprep.shards", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--input", help="directory of videos (label = first sub-folder) or a .csv/.jsonl manifest "
+                                   "with 'path' and optional 'label'")
+    p.add_argument("--out", help="output folder, e.g. shards/NAME; NAME names the shard files")
+    p.add_argument("--codec", default=DEFAULT_CODEC, choices=sorted(CODECS),
+                   help="vp9 decodes with DALI on CPU and GPU; h264/hevc need NVDEC (GPU) in DALI")
+    p.add_argument("--fps", default=None, help="constant output frame rate (e.g. 15 or 30000/1001); "
+                                              "default keeps each source's rate")
+    p.add_argument("--short-side", type=int, default=256, help="resize so the short side is this (even); 0 keeps")
+    p.add_argument("--clip-seconds", type=float, default=None, help="cut videos into clips this long; "
+                                                                   "default: one sample per video")
+    p.add_argument("--gop", type=int, default=16, help="keyframe interval in frames (closed GOP, no scene cuts)")
+    p.add_argument("--quality", type=int, default=None, help="encoder CRF (vp9 32, h264 23, hevc 28) or "
+                                                             "mjpeg q:v (4)")
+    p.add_argument("--min-frames", type=int, default=16, help="inputs or trailing clips shorter than this "
+                                                              "(after resampling) are dropped")
+    p.add_argument("--shard-size", type=float, default=256.0, help="close a shard at this many MB")
+    p.add_argument("--shard-samples", type=int, default=0, help="close a shard at this many samples (0: no limit)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="parallel transcode processes")
+    p.add_argument("--max-fail-frac", type=float, default=0.05,
+                   help="fail the job (exit 1) when more than this fraction of inputs is rejected")
+    p.add_argument("--part", type=_parse_part, default=None, metavar="K/N",
+                   help="process only slice K of N of the sorted inputs (for array jobs); then --merge")
+    p.add_argument("--overwrite", action="store_true", help="discard earlier output in --out and start over")
+    p.add_argument("--merge", metavar="DIR", help="combine the part manifests in DIR into manifest.json")
+    p.add_argument("--info", metavar="DIR", help="print the summary of an existing shard set and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.info:
+            manifest = json.loads((Path(args.info) / "manifest.json").read_text())
+            print(JobSummary(manifest, 0.0, 0).format())
+            return 0
+        if args.merge:
+            print(JobSummary(merge_parts(Path(args.merge)), 0.0, 0).format())
+            return 0
+        if not args.input or not args.out:
+            raise JobError("--input and --out are required (or use --merge / --info)")
+        out = Path(args.out)
+        part, num_parts = args.part if args.part else (None, None)
+        cfg = JobConfig(input=str(args.input), name=out.name, codec=args.codec, fps=args.fps,
+                        short_side=args.short_side, clip_seconds=args.clip_seconds, gop=args.gop,
+                        quality=args.quality, min_frames=args.min_frames, shard_size_mb=args.shard_size,
+                        shard_samples=args.shard_samples, max_fail_frac=args.max_fail_frac, part=part,
+                        num_parts=num_parts)
+        summary = run_job(cfg, out, workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+    except (JobError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(summary.format())
+    m = summary.manifest
+    if m["num_failed"] > cfg.max_fail_frac * m["num_inputs"]:
+        print(f"error: {m['num_failed']} of {m['num_inputs']} inputs failed, more than --max-fail-frac "
+              f"{cfg.max_fail_frac}; see {out / f'failures{cfg.suffix}.jsonl'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

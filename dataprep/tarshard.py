@@ -1,0 +1,105 @@
+"""WebDataset tar shards written atomically, each with the index DALI's `fn.readers.webdataset` reads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import webdataset as wds
+
+DALI_INDEX_VERSION = "v1.2"
+TAR_MTIME = 0.0  # fixed member times keep shard bytes a function of their contents
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: str  # file name inside the shard folder
+    index: str  # DALI index file name
+    samples: int
+    bytes: int
+    sha256: str
+    first_key: str
+    last_key: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def tmp_name(final: Path) -> Path:
+    """Where an unfinished file lives: hidden and with a suffix no reader globs for."""
+    return final.with_name(f".{final.name}.partial")
+
+
+def write_dali_index(tar_path: Path, index_path: Path) -> int:
+    """DALI's wds2idx format v1.2: a header line, then per sample `ext offset size name` for each
+    component, offsets pointing at the member data. Read from the tar itself, so it cannot disagree
+    with it. Returns the sample count."""
+    samples: list[list[str]] = []
+    last_key = None
+    with tarfile.open(tar_path) as tar:
+        for m in tar:
+            if not m.isfile():
+                continue
+            base = m.name.rsplit("/", 1)[-1]
+            dot = base.find(".")
+            if dot <= 0:
+                continue
+            key, ext = m.name[: len(m.name) - len(base) + dot], base[dot + 1:]
+            entry = f"{ext} {m.offset_data} {m.size} {m.name}"
+            if key != last_key:
+                samples.append([entry])
+                last_key = key
+            else:
+                samples[-1].append(entry)
+    tmp = tmp_name(index_path)
+    with open(tmp, "w") as f:
+        f.write(f"{DALI_INDEX_VERSION} {len(samples)}\n")
+        f.writelines(" ".join(s) + "\n" for s in samples)
+    os.replace(tmp, index_path)
+    return len(samples)
+
+
+class ShardWriter:
+    """Collects samples into `<final>` via a hidden partial file; `close()` writes the index and then
+    renames the tar into place, so a finished-looking tar always has its index beside it."""
+
+    def __init__(self, final: Path):
+        self.final = final
+        self.tmp = tmp_name(final)
+        self._file = open(self.tmp, "wb")
+        self._tar = wds.TarWriter(self._file, encoder=False, mtime=TAR_MTIME, user="salt", group="salt")
+        self.samples = 0
+        self.bytes = 0
+        self.first_key: str | None = None
+        self.last_key: str | None = None
+
+    def write(self, key: str, components: dict[str, bytes]) -> None:
+        if "." in key or "/" in key:
+            raise ValueError(f"sample key {key!r} may not contain '.' or '/'")
+        self._tar.write({"__key__": key, **components})
+        self.samples += 1
+        self.bytes = self._file.tell()
+        self.first_key = self.first_key or key
+        self.last_key = key
+
+    def close(self) -> ShardInfo:
+        self._tar.close()  # also closes the file
+        index = self.final.with_suffix(".idx")
+        write_dali_index(self.tmp, index)
+        digest = hashlib.sha256()
+        with open(self.tmp, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        size = self.tmp.stat().st_size
+        os.replace(self.tmp, self.final)
+        return ShardInfo(self.final.name, index.name, self.samples, size, digest.hexdigest(),
+                         self.first_key or "", self.last_key or "")
+
+    def abort(self) -> None:
+        try:
+            self._tar.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
