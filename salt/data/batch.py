@@ -1,0 +1,99 @@
+"""A loaded batch, the per-batch plan both loaders execute, and the masks that travel with it."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from salt.data.config import LoaderConfig
+from salt.data.shardset import ShardSet
+from salt.data.views import ViewParams, cached_view_id, eval_view, train_view
+from salt.masks import MaskBatch, MaskGenerator
+
+
+@dataclass
+class VideoBatch:
+    video: torch.Tensor  # (V * B, C, T, H, W) float, normalised; view-major: row v * B + i is view v of sample i
+    labels: torch.Tensor  # (V * B,) long, -1 when unlabelled
+    keys: list[str]  # V * B sample keys
+    view_ids: torch.Tensor  # (V * B,) long
+    masks: list[MaskBatch] | None  # drawn for V * B clips
+    epoch: int
+    index: int  # batch number within the epoch
+
+    def to(self, device: torch.device | str, non_blocking: bool = True) -> VideoBatch:
+        return VideoBatch(self.video.to(device, non_blocking=non_blocking), self.labels.to(device),
+                          self.keys, self.view_ids, None if self.masks is None else
+                          [m.to(device, non_blocking=non_blocking) for m in self.masks], self.epoch, self.index)
+
+
+@dataclass
+class SamplePlan:
+    index: int  # into the shard set
+    key: str
+    label: int
+    views: list[tuple[int, ViewParams]]  # (view id, params); views of one decode share start_frame
+    frames: int
+
+
+def plan_sample(shards: ShardSet, index: int, cfg: LoaderConfig, epoch: int) -> SamplePlan:
+    meta = shards.meta(index)
+    recipe = cfg.recipe()
+    key, n, h, w = meta["key"], meta["frames"], meta["height"], meta["width"]
+    if cfg.mode == "eval":
+        ids = list(range(cfg.eval_clips * cfg.eval_crops))
+        views = [(i, eval_view(recipe, i, cfg.eval_clips, cfg.eval_crops, n, h, w)) for i in ids]
+    elif cfg.cached_views:
+        i = cached_view_id(cfg.seed, key, epoch, cfg.cached_views)
+        views = [(i, train_view(recipe, key, i, n, h, w))]
+    else:
+        ids = [epoch * cfg.views_per_clip + v for v in range(cfg.views_per_clip)]
+        views = [(i, train_view(recipe, key, i, n, h, w)) for i in ids]
+    label = meta.get("label_index")
+    return SamplePlan(index, key, -1 if label is None else int(label), views, n)
+
+
+def batch_seed(seed: int, epoch: int, index: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index, rank, 7]).generate_state(1)[0])
+
+
+def draw_masks(gen: MaskGenerator | None, count: int, seed: int, epoch: int, index: int,
+               rank: int) -> list[MaskBatch] | None:
+    """Masks for one batch, from a generator seeded by (seed, epoch, batch, rank): the same on any
+    loader, any worker count, and after a resume."""
+    if gen is None:
+        return None
+    g = torch.Generator().manual_seed(batch_seed(seed, epoch, index, rank))
+    return gen(count, g)
+
+
+class MaskPrefetcher:
+    """Draws the masks of upcoming batches in a background thread, off the training step's path."""
+
+    def __init__(self, gen: MaskGenerator | None, seed: int, rank: int, depth: int = 2):
+        self.gen, self.seed, self.rank, self.depth = gen, seed, rank, depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="masks") if gen else None
+        self._pending: dict[tuple[int, int, int], Future] = {}
+
+    def get(self, count: int, epoch: int, index: int, upcoming: list[tuple[int, int]]) -> list[MaskBatch] | None:
+        if self._pool is None:
+            return None
+        fut = self._pending.pop((count, epoch, index), None)
+        for e, i in upcoming[: self.depth]:
+            if (count, e, i) not in self._pending:
+                self._pending[(count, e, i)] = self._pool.submit(draw_masks, self.gen, count, self.seed, e, i,
+                                                                 self.rank)
+        return fut.result() if fut is not None else draw_masks(self.gen, count, self.seed, epoch, index, self.rank)
+
+    def reset(self) -> None:
+        for f in self._pending.values():
+            f.cancel()
+        self._pending.clear()
+
+    def close(self) -> None:
+        self.reset()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)

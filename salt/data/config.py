@@ -1,0 +1,54 @@
+"""What a loader needs to know, as one typed object (a node of the training config tree)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from salt.data.views import ViewRecipe
+
+
+@dataclass
+class LoaderConfig:
+    shards: str = ""  # shard set folder (with manifest.json)
+    batch_size: int = 8  # clips decoded per batch and rank; a batch holds batch_size * views_per_clip views
+    num_frames: int = 16
+    frame_stride: int = 4
+    crop_size: int = 224
+    scale: tuple[float, float] = (0.3, 1.0)
+    ratio: tuple[float, float] = (0.75, 1.35)
+    flip: bool = True
+    views_per_clip: int = 1
+    mode: str = "train"  # "train": shuffled, random views; "eval": stored order, fixed views
+    eval_clips: int = 1  # eval mode: evenly spaced clips per sample
+    eval_crops: int = 1  # eval mode: crops along the long side per clip
+    shuffle_buffer: int = 1024
+    seed: int = 0
+    threads: int = 2  # DALI CPU threads, or reference-loader worker processes
+    device: str = "auto"  # "auto" | "cpu" | "gpu": where DALI decodes
+    strict: bool = False  # raise on a sample that fails to decode instead of counting and skipping it
+    cached_views: int = 0  # >0: each sample uses one of this many precomputed views per epoch (target cache)
+    prefetch: int = 2  # batches decoded ahead
+    mean: tuple[float, float, float] = field(default=(0.485, 0.456, 0.406))
+    std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225))
+
+    def recipe(self) -> ViewRecipe:
+        return ViewRecipe(num_frames=self.num_frames, frame_stride=self.frame_stride, crop_size=self.crop_size,
+                          scale=tuple(self.scale), ratio=tuple(self.ratio), flip=self.flip,
+                          views_per_clip=self.views_per_clip, seed=self.seed)
+
+    @property
+    def views_per_sample(self) -> int:
+        if self.mode == "eval":
+            return self.eval_clips * self.eval_crops
+        return 1 if self.cached_views else self.views_per_clip
+
+    def validate(self) -> None:
+        if self.mode not in ("train", "eval"):
+            raise ValueError(f"data.mode must be 'train' or 'eval', got {self.mode!r}")
+        if self.device not in ("auto", "cpu", "gpu"):
+            raise ValueError(f"data.device must be auto, cpu or gpu, got {self.device!r}")
+        if self.batch_size < 1 or self.threads < 1 or self.prefetch < 1:
+            raise ValueError("data.batch_size, data.threads and data.prefetch must be >= 1")
+        if self.cached_views and self.views_per_clip != 1:
+            raise ValueError("data.cached_views needs data.views_per_clip = 1 (one cached view per decode)")
+        self.recipe()

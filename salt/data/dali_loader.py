@@ -1,0 +1,209 @@
+"""The DALI input pipeline: shard bytes → decode (NVDEC on a GPU, libavcodec on the CPU) → views → torch.
+
+Samples reach DALI through `fn.external_source`, fed by `BatchPlanner` from the shards' DALI index
+files, rather than through `fn.readers.webdataset`. Measured with DALI 2.4: `fn.decoders.video` does
+not support pipeline checkpointing, so a reader inside the pipeline cannot be restored mid-epoch;
+and a payload that fails to decode invalidates the whole pipeline without saying which sample it
+was. Feeding from Python keeps DALI doing the heavy work (decode, crop, resize, flip, normalise) and
+gives exact resume, equal batch counts on every rank, keys with every batch, and the culprit of a
+decode error. `benchmarks/loader.py` measures both feeds on the same data.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from salt.data.batch import SamplePlan, VideoBatch
+from salt.data.config import LoaderConfig
+from salt.data.loader_base import VideoLoaderBase
+from salt.data.plan import BatchPlan, BatchPlanner, CorruptSampleError, LoaderError
+from salt.data.shardset import ShardSet
+from salt.masks import MaskGenerator
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if device == "gpu" and not torch.cuda.is_available():
+        raise LoaderError("data.device=gpu but no CUDA device is visible")
+    return device
+
+
+def check_codec(shards: ShardSet, device: str) -> None:
+    """Fail before the first batch, with what to do, when DALI cannot decode the shards here."""
+    codec = shards.codec
+    if device == "cpu" and not codec.dali_cpu:
+        raise LoaderError(
+            f"shard set {shards.root} holds {codec.name} video, which DALI decodes only on a GPU (NVDEC); "
+            f"this loader runs on the CPU. Use the reference loader (data loader 'reference', PyAV reads "
+            f"every codec), or rebuild the shards with `python -m dataprep.shards --codec vp9`.")
+    if device == "gpu" and not codec.dali_gpu:
+        raise LoaderError(f"shard set {shards.root} holds {codec.name} video, which DALI cannot decode")
+
+
+class _Feeder:
+    """DALI's external source: each call plans the next batch and returns its bytes and view arguments.
+    Batches handed to DALI but not yet returned stay in `in_flight`."""
+
+    def __init__(self, planner: BatchPlanner, positions: Iterator[tuple[int, int]], decodes: int,
+                 views_per_decode: int):
+        self.planner, self.positions = planner, positions
+        self.decodes, self.views_per_decode = decodes, views_per_decode
+        self.in_flight: deque[BatchPlan] = deque()
+
+    def __call__(self) -> tuple[list[np.ndarray], ...]:
+        epoch, index = next(self.positions)
+        plan = self.planner.plan(epoch, index)
+        self.in_flight.append(plan)
+        shards = self.planner.shards
+        out: list[list[np.ndarray]] = [[np.frombuffer(shards.video_bytes(s.index), dtype=np.uint8)
+                                        for s in plan.samples]]
+        for g in range(self.decodes):
+            out.append([np.array(s.views[g * self.views_per_decode][1].start_frame, dtype=np.int32)
+                        for s in plan.samples])
+            for v in range(g * self.views_per_decode, (g + 1) * self.views_per_decode):
+                out.append([np.array([s.views[v][1].top, s.views[v][1].left], dtype=np.float32)
+                            for s in plan.samples])
+                out.append([np.array([s.views[v][1].top + s.views[v][1].height,
+                                      s.views[v][1].left + s.views[v][1].width], dtype=np.float32)
+                            for s in plan.samples])
+                out.append([np.array(int(s.views[v][1].flip), dtype=np.int32) for s in plan.samples])
+        return tuple(out)
+
+
+def _layout(cfg: LoaderConfig) -> tuple[int, int]:
+    """(decodes per sample, views per decode)."""
+    if cfg.mode == "eval":
+        return cfg.eval_clips, cfg.eval_crops
+    return 1, cfg.views_per_sample
+
+
+def build_pipeline(cfg: LoaderConfig, device: str, source, batch_size: int, decodes: int, views_per_decode: int,
+                   device_id: int | None):
+    from nvidia.dali import fn, pipeline_def, types
+
+    @pipeline_def(batch_size=batch_size, num_threads=cfg.threads, device_id=device_id,
+                  prefetch_queue_depth=cfg.prefetch, seed=cfg.seed & 0x7FFFFFFF)
+    def pipe():
+        dtypes = [types.UINT8] + [types.INT32, *([types.FLOAT, types.FLOAT, types.INT32] * views_per_decode)] * decodes
+        inputs = fn.external_source(source=source, num_outputs=len(dtypes), batch=True, dtype=dtypes,
+                                    no_copy=False)
+        encoded, rest = inputs[0], inputs[1:]
+        views = []
+        per_decode = 1 + 3 * views_per_decode
+        for g in range(decodes):
+            start = rest[g * per_decode]
+            frames = fn.decoders.video(encoded, device="mixed" if device == "gpu" else "cpu", start_frame=start,
+                                       sequence_length=cfg.num_frames, stride=cfg.frame_stride, pad_mode="edge")
+            for v in range(views_per_decode):
+                roi_start, roi_end, flip = rest[g * per_decode + 1 + 3 * v: g * per_decode + 4 + 3 * v]
+                x = fn.resize(frames, roi_start=roi_start, roi_end=roi_end, roi_relative=False,
+                              size=[cfg.crop_size, cfg.crop_size], interp_type=types.INTERP_LINEAR, antialias=True)
+                x = fn.crop_mirror_normalize(x, mirror=flip, mean=[m * 255 for m in cfg.mean],
+                                             std=[s * 255 for s in cfg.std], output_layout="CFHW",
+                                             dtype=types.FLOAT)
+                views.append(x)  # (C, T, S, S) per sample
+        return tuple(views)
+
+    return pipe()
+
+
+def _to_torch(outputs, device: str) -> torch.Tensor:
+    """V outputs of (B, C, T, S, S) each → one (V * B, C, T, S, S) tensor, view-major, copied straight
+    from DALI's buffers into slices of the result."""
+    from nvidia.dali.plugin.pytorch import feed_ndarray
+
+    dense = [o.as_tensor() for o in outputs]
+    b, *rest = dense[0].shape()
+    target = torch.empty((len(dense) * b, *rest), dtype=torch.float32,
+                         device=torch.device("cuda", torch.cuda.current_device()) if device == "gpu" else "cpu")
+    stream = torch.cuda.current_stream() if device == "gpu" else None
+    for v, d in enumerate(dense):
+        feed_ndarray(d, target[v * b:(v + 1) * b], cuda_stream=stream)
+    return target
+
+
+class DaliVideoLoader(VideoLoaderBase):
+    """DALI decoding and augmentation; see the module docstring for why samples come from Python."""
+
+    def __init__(self, cfg: LoaderConfig, rank: int = 0, world: int = 1,
+                 mask_generator: MaskGenerator | None = None, device_id: int | None = None):
+        super().__init__(cfg, rank, world, mask_generator)
+        self.device = resolve_device(cfg.device)
+        check_codec(self.shards, self.device)
+        self.device_id = None
+        if self.device == "gpu":
+            self.device_id = device_id if device_id is not None else torch.cuda.current_device()
+        self.decodes, self.views_per_decode = _layout(cfg)
+        self._pipe = None
+        self._feeder: _Feeder | None = None
+
+    def _start(self) -> None:
+        self._stop()
+        self._feeder = _Feeder(self.planner, self.planner.positions(self.epoch, self.next_index),
+                               self.decodes, self.views_per_decode)
+        self._pipe = build_pipeline(self.cfg, self.device, self._feeder, self.cfg.batch_size, self.decodes,
+                                    self.views_per_decode, self.device_id)
+        self._pipe.build()
+
+    def _stop(self) -> None:
+        super()._stop()
+        self._pipe, self._feeder = None, None
+
+    def _next(self) -> VideoBatch:
+        if self._pipe is None:
+            self._start()
+        while True:
+            try:
+                outputs = self._pipe.run()
+                break
+            except RuntimeError as e:
+                self._recover(e)
+                self._start()
+        plan = self._feeder.in_flight.popleft()
+        return self._assemble(plan, _to_torch(outputs, self.device))
+
+    def _recover(self, error: RuntimeError) -> None:
+        """A decode failed somewhere in the batches in flight: find the samples DALI cannot decode and
+        skip them from now on (or raise under strict mode)."""
+        candidates = {s.index: s for plan in (self._feeder.in_flight if self._feeder else []) for s in plan.samples}
+        bad = [s for i, s in sorted(candidates.items()) if i not in self.planner.bad and not self._decodes(s)]
+        self._stop()
+        if not bad:
+            raise LoaderError(f"the DALI pipeline failed, and no sample in flight fails on its own: {error}") from error
+        if self.cfg.strict:
+            s = bad[0]
+            raise CorruptSampleError.for_sample(self.shards.shard_of(s.index), s.key, _last_line(error)) from error
+        for s in bad:
+            self._mark_bad(s.index)
+
+    def _decodes(self, sample: SamplePlan) -> bool:
+        """Does this one sample decode in DALI with its planned frames?"""
+        from nvidia.dali import fn, pipeline_def, types
+
+        data = np.frombuffer(self.shards.video_bytes(sample.index), dtype=np.uint8)
+        starts = sorted({p.start_frame for _, p in sample.views})
+        decoder = "mixed" if self.device == "gpu" else "cpu"
+
+        @pipeline_def(batch_size=1, num_threads=1, device_id=self.device_id, prefetch_queue_depth=1)
+        def probe():
+            enc = fn.external_source(source=lambda: [data], batch=True, dtype=types.UINT8)
+            return tuple(fn.decoders.video(enc, device=decoder, start_frame=s, sequence_length=self.cfg.num_frames,
+                                           stride=self.cfg.frame_stride, pad_mode="edge") for s in starts)
+
+        try:
+            p = probe()
+            p.build()
+            p.run()
+            return True
+        except RuntimeError:
+            return False
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__

@@ -1,0 +1,97 @@
+"""What both loaders share: position, epochs, resume state, bad-sample bookkeeping, batch assembly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from salt.data.batch import MaskPrefetcher, VideoBatch
+from salt.data.config import LoaderConfig
+from salt.data.plan import BatchPlan, BatchPlanner, LoaderStats
+from salt.data.shardset import ShardSet
+from salt.masks import MaskGenerator
+
+
+class VideoLoaderBase:
+    """Iterates one epoch per `for batch in loader`; `state_dict()` / `load_state_dict()` save and
+    restore the position (epoch, batches consumed) and the samples found undecodable."""
+
+    def __init__(self, cfg: LoaderConfig, rank: int, world: int, mask_generator: MaskGenerator | None):
+        cfg.validate()
+        self.cfg = cfg
+        self.rank, self.world = rank, world
+        self.shards = ShardSet(cfg.shards)
+        self.planner = BatchPlanner(self.shards, cfg, rank, world)
+        self.masks = MaskPrefetcher(mask_generator, cfg.seed, rank)
+        self.stats = LoaderStats()
+        self.epoch, self.next_index = 0, 0
+
+    def __len__(self) -> int:
+        return self.planner.batches_per_epoch
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.shards.classes)
+
+    def __iter__(self) -> Iterator[VideoBatch]:
+        while self.next_index < len(self):
+            batch = self._next()
+            assert (batch.epoch, batch.index) == (self.epoch, self.next_index), "loader lost its position"
+            self.next_index += 1
+            self.stats.batches += 1
+            self.stats.samples += self.cfg.batch_size
+            yield batch
+        self.epoch, self.next_index = self.epoch + 1, 0  # work in flight runs on into the next epoch
+
+    def _next(self) -> VideoBatch:
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        """Drop any work in flight (the next batch is produced from the current position)."""
+        self.masks.reset()
+
+    def _mark_bad(self, index: int) -> None:
+        if index not in self.planner.bad:
+            self.planner.bad.add(index)
+            self.stats.bad_samples += 1
+            self.stats.bad_keys.append(self.shards.keys[index])
+
+    def _assemble(self, plan: BatchPlan, video: torch.Tensor) -> VideoBatch:
+        """video: (V * B, C, T, S, S), view-major: rows [v * B, (v + 1) * B) are view v of each sample."""
+        v = len(plan.samples[0].views)
+        upcoming, e, i = [], plan.epoch, plan.index + 1
+        for _ in range(2):
+            if i >= len(self):
+                e, i = e + 1, 0
+            upcoming.append((e, i))
+            i += 1
+        return VideoBatch(
+            video=video,
+            labels=torch.tensor([s.label for _ in range(v) for s in plan.samples], dtype=torch.long),
+            keys=[s.key for _ in range(v) for s in plan.samples],
+            view_ids=torch.tensor([s.views[j][0] for j in range(v) for s in plan.samples], dtype=torch.long),
+            masks=self.masks.get(video.shape[0], plan.epoch, plan.index, upcoming),
+            epoch=plan.epoch, index=plan.index)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.next_index,
+                "samples_consumed": self.next_index * self.cfg.batch_size, "rank": self.rank,
+                "world": self.world, "bad_keys": sorted(self.shards.keys[i] for i in self.planner.bad)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._stop()
+        self.epoch, self.next_index = int(state["epoch"]), int(state["batch"])
+        index = {k: i for i, k in enumerate(self.shards.keys)} if state.get("bad_keys") else {}
+        self.planner.bad = {index[k] for k in state.get("bad_keys", []) if k in index}
+
+    def close(self) -> None:
+        self._stop()
+        self.masks.close()
+        self.shards.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

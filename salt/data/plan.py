@@ -1,0 +1,93 @@
+"""The per-batch plan both loaders execute: which samples, which views, and the loader's position.
+
+Reading order, view parameters and masks are pure functions of (seed, epoch, batch, rank), so the
+DALI and reference loaders produce the same batches, and a loader restored from `state_dict()`
+continues with exactly the batches it had not yet produced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from salt.data.batch import SamplePlan, plan_sample
+from salt.data.config import LoaderConfig
+from salt.data.order import batches_per_epoch, epoch_order
+from salt.data.shardset import ShardSet
+
+
+class LoaderError(Exception):
+    """A problem the user must fix (bad shard set, codec the device cannot decode, all samples bad)."""
+
+
+class CorruptSampleError(LoaderError):
+    """A sample failed to decode under strict mode; the message names its shard and key."""
+
+    @classmethod
+    def for_sample(cls, shard: str, key: str, reason: str) -> CorruptSampleError:
+        return cls(f"sample {key} in shard {shard} failed to decode: {reason}")
+
+
+@dataclass
+class LoaderStats:
+    batches: int = 0
+    samples: int = 0
+    bad_samples: int = 0  # distinct samples found undecodable and skipped
+    bad_keys: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BatchPlan:
+    epoch: int
+    index: int
+    samples: list[SamplePlan]
+
+
+class BatchPlanner:
+    """Turns (epoch, batch index) into a BatchPlan for one rank; knows which samples are bad."""
+
+    def __init__(self, shards: ShardSet, cfg: LoaderConfig, rank: int, world: int):
+        if not 0 <= rank < world:
+            raise LoaderError(f"rank {rank} is outside world size {world}")
+        self.shards, self.cfg, self.rank, self.world = shards, cfg, rank, world
+        try:
+            self.batches_per_epoch = batches_per_epoch(len(shards), world, cfg.batch_size)
+        except ValueError as e:
+            raise LoaderError(f"{shards.root}: {e}") from None
+        self.bad: set[int] = set()
+        self._order_epoch: int | None = None
+        self._order: np.ndarray | None = None
+
+    def order(self, epoch: int) -> np.ndarray:
+        if self._order_epoch != epoch:
+            shuffle = self.cfg.mode == "train"
+            self._order = epoch_order(self.shards.shard_ids, self.cfg.seed, epoch, self.rank, self.world, shuffle,
+                                      self.cfg.shuffle_buffer)
+            self._order_epoch = epoch
+        return self._order
+
+    def plan(self, epoch: int, index: int) -> BatchPlan:
+        b = self.cfg.batch_size
+        chosen = [int(i) for i in self.order(epoch)[index * b:(index + 1) * b]]
+        good = [i for i in chosen if i not in self.bad]
+        if not good:
+            keys = ", ".join(f"{self.shards.shard_of(i)}:{self.shards.keys[i]}" for i in chosen[:4])
+            raise LoaderError(f"every sample of batch {index} (epoch {epoch}) fails to decode ({keys} ...); "
+                              "the shard set looks damaged: verify it or rebuild it with dataprep.shards")
+        # a bad sample's place goes to the next good sample of the same batch, so batch sizes, batch
+        # counts and every other batch stay as they were
+        samples = []
+        for j, i in enumerate(chosen):
+            if i in self.bad:
+                i = good[j % len(good)]
+            samples.append(plan_sample(self.shards, i, self.cfg, epoch))
+        return BatchPlan(epoch, index, samples)
+
+    def positions(self, epoch: int, index: int):
+        """(epoch, index) of the batches from this one on, forever."""
+        while True:
+            while index < self.batches_per_epoch:
+                yield epoch, index
+                index += 1
+            epoch, index = epoch + 1, 0
