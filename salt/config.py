@@ -1,0 +1,287 @@
+"""The one typed configuration tree of a training run.
+
+Loaded from a YAML file (`salt/configs/*.yaml`), then overridden by `--key.sub=value` arguments;
+unknown keys and ill-typed values are errors that name the key. The resolved tree is written into
+the run folder as `config.yaml`, and reloading that file gives the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from salt.data.config import LoaderConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+STAGES = ("teacher", "student", "vjepa")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ModelConfig:
+    size: str = "tiny"  # tiny, small, base, large, huge, giant, gigantic
+    depth: int | None = None  # override the size's depth (small debug models)
+    patch_size: int = 16
+    tubelet_size: int = 2
+    drop_path: float = 0.0
+    use_rope: bool = False
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class HeadConfig:
+    """A narrow transformer on top of the encoder: the predictor or the pixel decoder."""
+
+    width: int = 384
+    depth: int = 12
+    heads: int = 12
+
+
+@dataclass
+class PixelLossConfig:
+    kind: str = "mse"  # mse | l1
+    norm_pix: bool = True  # per-patch normalised pixel targets
+
+
+@dataclass
+class TeacherRefConfig:
+    path: str = ""  # student stage: a teacher run folder or an exported encoder (.safetensors)
+    dtype: str = "bf16"  # bf16 | fp32: the frozen teacher's weights
+
+
+@dataclass
+class TargetsConfig:
+    cache: str = ""  # student stage: a teacher-target cache folder; empty runs the teacher online
+
+
+@dataclass
+class EmaConfig:
+    start: float = 0.998  # vjepa stage: EMA momentum, rising linearly to `end` over the run
+    end: float = 1.0
+
+
+@dataclass
+class BlockConfig:
+    num_blocks: int = 8
+    spatial_scale: tuple[float, float] = (0.15, 0.15)  # (min, max) fraction of the frame one block covers
+    temporal_scale: tuple[float, float] = (1.0, 1.0)
+    aspect_ratio: tuple[float, float] = (0.75, 1.5)
+
+
+@dataclass
+class MaskConfig:
+    kind: str = "multiblock"  # multiblock | tube | random
+    ratio: float = 0.9  # tube and random masks
+    blocks: list[BlockConfig] = field(default_factory=lambda: [BlockConfig(8, (0.15, 0.15)), BlockConfig(2, (0.7, 0.7))])
+
+
+@dataclass
+class DataConfig(LoaderConfig):
+    loader: str = "dali"  # dali | reference
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-4  # peak learning rate
+    start_lr: float = 1e-5  # at step 0, rising linearly to `lr` over warmup_steps
+    final_lr: float = 1e-6  # cosine decay from `lr` to this at the last step
+    warmup_steps: int = 100
+    weight_decay: float = 0.04  # cosine schedule from this ...
+    final_weight_decay: float = 0.4  # ... to this
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # must equal the DeepSpeed config's gradient_clipping when that sets one
+    accumulation: int = 1  # gradient accumulation steps
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/default"
+    steps: int = 1000
+    stop_after: int | None = None  # stop (and checkpoint) after this step; a later --resume continues
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    deepspeed_config: str = "ds_configs/zero1.json"  # ZeRO stage, precision (torch_autocast), clipping, offload
+    peak_tflops: float | None = None  # per device, for MFU; None: known GPU peak, or measured on the CPU
+    tensorboard: bool = True  # also log to <dir>/tensorboard when tensorboard is installed
+    threads: int | None = None  # torch intra-op threads per process; None: cores / processes
+
+
+@dataclass
+class Config:
+    stage: str = "teacher"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    decoder: HeadConfig = field(default_factory=lambda: HeadConfig(384, 4, 6))
+    pixel_loss: PixelLossConfig = field(default_factory=PixelLossConfig)
+    predictor: HeadConfig = field(default_factory=HeadConfig)
+    teacher: TeacherRefConfig = field(default_factory=TeacherRefConfig)
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> None:
+        _check(self.stage in STAGES, "stage", f"must be one of {STAGES}, got {self.stage!r}")
+        _check(self.pixel_loss.kind in ("mse", "l1"), "pixel_loss.kind", "must be mse or l1")
+        _check(self.teacher.dtype in ("bf16", "fp32"), "teacher.dtype", "must be bf16 or fp32")
+        _check(self.masks.kind in ("multiblock", "tube", "random"), "masks.kind", "must be multiblock, tube or random")
+        _check(self.data.loader in ("dali", "reference"), "data.loader", "must be dali or reference")
+        _check(self.run.steps >= 1, "run.steps", "must be >= 1")
+        _check(self.run.log_every >= 1 and self.run.checkpoint_every >= 1, "run.log_every",
+               "log_every and checkpoint_every must be >= 1")
+        _check(self.optim.accumulation >= 1, "optim.accumulation", "must be >= 1")
+        if self.stage == "student":
+            _check(bool(self.teacher.path or self.targets.cache), "teacher.path",
+                   "the student stage needs a frozen teacher (--teacher PATH) or a target cache (targets.cache)")
+        try:
+            self.data.validate()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key {key}: {message}")
+
+
+# ---------------------------------------------------------------- loading and saving
+
+
+def to_dict(cfg: Any) -> Any:
+    """A plain YAML-able tree (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
+    """Build dataclass `cls` from `data`, rejecting unknown keys and ill-typed values."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key {path or '<root>'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {(path + '.' if path else '') + close[0]}?" if close else ""
+            raise ConfigError(f"unknown config key {where}{hint} (valid here: {', '.join(names)})")
+        kwargs[key] = _coerce(hints[key], value, where)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"config key {where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {where}: expected a list, got {value!r}")
+        (arg,) = typing.get_args(tp)
+        return [_coerce(arg, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"config key {where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "2e-3" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key {where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"config key {where}: expected a string, got {value!r}")
+    return value
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """`key.sub=value` into a nested dict; the value is parsed as YAML (numbers, lists, true/false)."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like --key.sub=value")
+    key, raw = assignment.split("=", 1)
+    key = key.lstrip("-")
+    value = yaml.safe_load(raw) if raw != "" else ""
+    node = tree
+    parts = key.split(".")
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {p} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def resolve_config_path(name: str) -> Path:
+    """A path, or the name of a file in salt/configs (with or without .yaml)."""
+    p = Path(name)
+    if p.exists():
+        return p
+    for candidate in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
+        if candidate.exists():
+            return candidate
+    shipped = ", ".join(sorted(x.stem for x in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config {name} not found (as a path or in salt/configs: {shipped})")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    tree: dict[str, Any] = {}
+    if path:
+        loaded = yaml.safe_load(resolve_config_path(str(path)).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must be a YAML mapping")
+        tree = loaded
+    for o in overrides or []:
+        apply_override(tree, o)
+    cfg = from_dict(Config, tree)
+    cfg.validate()
+    return cfg
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

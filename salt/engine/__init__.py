@@ -1,0 +1,1 @@
+"""Distributed set-up, DeepSpeed engine, checkpoints and encoder export."""

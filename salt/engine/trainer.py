@@ -1,0 +1,227 @@
+"""The training loop of every stage: DeepSpeed engine, schedules, metrics, checkpoints, resume, export."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import deepspeed
+import torch
+import yaml
+
+from salt.atomic import write_text_atomic
+from salt.build import build_masks, build_objective, encoder_info, main_encoder
+from salt.config import Config, ConfigError, dump_config, to_dict
+from salt.data.batch import VideoBatch
+from salt.engine.checkpoint import latest_tag, load_checkpoint, save_checkpoint
+from salt.engine.deepspeed_setup import TrainableParts, autocast_dtype, load_ds_config, reconcile, zero_stage
+from salt.engine.distributed import DistInfo, all_gather_objects, barrier, mean_across_ranks
+from salt.engine.export import EXPORT_DIR, encoder_fingerprint, export_encoder
+from salt.flops import objective_step_flops
+from salt.metrics import MetricsLogger, Window, peak_tflops
+from salt.objectives import VJEPAObjective, momentum_schedule
+from salt.optim import apply_schedule, build_optimizer
+
+# keys that may change when a run is resumed; anything else must match the saved config
+RESUMABLE_CHANGES = {"run.steps", "run.stop_after", "run.log_every", "run.checkpoint_every", "run.keep_checkpoints",
+                     "run.tensorboard", "run.threads", "data.threads", "data.prefetch", "data.loader", "data.strict"}
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def make_loader(cfg: Config, dist: DistInfo, mask_generator):
+    from salt.data.dali_loader import DaliVideoLoader
+    from salt.data.reference_loader import ReferenceVideoLoader
+
+    if not cfg.data.shards:
+        raise ConfigError("no training data: pass --shards shards/NAME (a folder made by dataprep.shards)")
+    if cfg.data.loader == "dali":
+        return DaliVideoLoader(cfg.data, rank=dist.rank, world=dist.world, mask_generator=mask_generator,
+                               device_id=dist.local_rank if dist.device.type == "cuda" else None)
+    return ReferenceVideoLoader(cfg.data, rank=dist.rank, world=dist.world, mask_generator=mask_generator)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class Trainer:
+    def __init__(self, cfg: Config, dist: DistInfo, resume: bool = False):
+        self.cfg, self.dist = cfg, dist
+        self.run_dir = Path(cfg.run.dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self._prepare_run_dir(resume)
+
+        ds_cfg = reconcile(load_ds_config(cfg.run.deepspeed_config), cfg, dist.world)
+        self.zero_stage = zero_stage(ds_cfg)
+        self.compute_dtype = autocast_dtype(ds_cfg)
+        self.mask_generator = build_masks(cfg)
+        self.loader = make_loader(cfg, dist, self.mask_generator)
+
+        torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
+        self.objective = build_objective(cfg).to(dist.device)
+        if cfg.stage == "vjepa" and self.zero_stage == 3:
+            raise ConfigError("the vjepa stage's EMA update needs full parameters: use ZeRO stage 1 or 2")
+        optimizer = build_optimizer(self.objective.trainable_modules(), cfg.optim)
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=TrainableParts(self.objective),
+                                                                 optimizer=optimizer, config=ds_cfg)
+        self.teacher_fingerprint = encoder_fingerprint(cfg.teacher.path) if cfg.stage == "student" and \
+            cfg.teacher.path and not cfg.targets.cache else None
+        peak, source = peak_tflops(dist.device, self.compute_dtype, cfg.run.peak_tflops)
+        self.metrics = MetricsLogger(self.run_dir, cfg.stage, cfg.run.steps, peak, source, dist.world,
+                                     dist.is_main, cfg.run.tensorboard)
+        torch.manual_seed(cfg.run.seed + 1000 * dist.rank)  # drop-path differs across ranks
+        self.step = 0
+        if resume:
+            self._resume()
+        if dist.is_main:
+            print(f"[{cfg.stage}] {self.num_params() / 1e6:.2f}M trained parameters, world {dist.world}, "
+                  f"ZeRO {self.zero_stage}, {self.compute_dtype or torch.float32} compute, "
+                  f"{len(self.loader)} batches/epoch, peak {peak:.3g} TFLOP/s ({source}), run {self.run_dir}",
+                  flush=True)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _prepare_run_dir(self, resume: bool) -> None:
+        saved = self.run_dir / "config.yaml"
+        if resume:
+            if not latest_tag(self.ckpt_dir):
+                raise ConfigError(f"--resume: no complete checkpoint in {self.ckpt_dir}")
+            if saved.exists():
+                old = _flatten(yaml.safe_load(saved.read_text()))
+                new = _flatten(to_dict(self.cfg))
+                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+                if changed:
+                    detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+                    raise ConfigError(f"--resume with a different config ({detail}); resume with the run's "
+                                      f"{saved} or start a new --run-dir")
+        elif latest_tag(self.ckpt_dir):
+            raise ConfigError(f"{self.run_dir} already holds checkpoints: pass --resume to continue it, or choose "
+                              "another --run-dir")
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(saved, dump_config(self.cfg))
+        barrier()
+
+    def num_params(self) -> int:
+        return sum(p.numel() for m in self.objective.trainable_modules() for p in m.parameters())
+
+    # ------------------------------------------------------------------ loop
+
+    def _batches(self) -> Iterator[VideoBatch]:
+        while True:
+            yield from self.loader
+
+    def train(self) -> dict | None:
+        cfg, total = self.cfg, self.cfg.run.steps
+        end = min(total, cfg.run.stop_after) if cfg.run.stop_after else total
+        batches = self._batches()
+        window, last_row = Window(), None
+        self.engine.train()
+        while self.step < end:
+            t0 = time.perf_counter()
+            data_s, clips, flops, losses = 0.0, 0, 0.0, []
+            lr, wd = apply_schedule(self.optimizer, self.step, total, cfg.optim)
+            for _ in range(cfg.optim.accumulation):
+                t_data = time.perf_counter()
+                batch = next(batches)
+                video = batch.video.to(self.dist.device, non_blocking=True)  # (B * V, C, T, H, W)
+                masks = [m.to(self.dist.device, non_blocking=True) for m in batch.masks]
+                data_s += time.perf_counter() - t_data
+                out = self.engine(video, masks)
+                self.engine.backward(out.loss)
+                self.engine.step()
+                losses.append(out.loss.detach())
+                clips += video.shape[0]
+                flops += objective_step_flops(self.objective, batch.masks).train_step * video.shape[0]
+            if isinstance(self.objective, VJEPAObjective):
+                self.objective.ema_update(momentum_schedule(self.step, total, cfg.ema.start, cfg.ema.end))
+            loss = float(torch.stack(losses).float().mean())  # waits for the step to finish
+            if not math.isfinite(loss):
+                raise TrainingError(f"loss became {loss} at step {self.step + 1}; lower optim.lr or check the data")
+            self.step += 1
+            window.add(clips=clips, data_s=data_s, total_s=time.perf_counter() - t0, flops=flops, loss=loss,
+                       grad_norm=_as_float(self.engine.get_global_grad_norm()), extra=out.metrics)
+            if self.step % cfg.run.log_every == 0 or self.step == end:
+                mean_loss = mean_across_ranks([sum(window.losses) / len(window.losses)])[0]
+                extra = {k: sum(v) / len(v) for k, v in window.extra.items()}
+                extra["bad_samples"] = self.loader.stats.bad_samples
+                last_row = self.metrics.record(self.step, batch.epoch, window, lr, wd, mean_loss,
+                                               self.dist.device, extra)
+                window = Window()
+            if self.step % cfg.run.checkpoint_every == 0 or self.step == end:
+                self.checkpoint()
+        return last_row
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _client_state(self) -> dict:
+        state = {
+            "step": self.step,
+            "loader": all_gather_objects(self.loader.state_dict()),
+            "rng": all_gather_objects(torch.get_rng_state()),
+            "config": to_dict(self.cfg),
+            "teacher_fingerprint": self.teacher_fingerprint,
+        }
+        if isinstance(self.objective, VJEPAObjective):
+            state["ema_target"] = self.objective.target_encoder.state_dict()
+        return state
+
+    def checkpoint(self) -> None:
+        state = self._client_state()
+        save_checkpoint(self.engine, self.ckpt_dir, self.step, state, self.cfg.run.keep_checkpoints,
+                        self.dist.is_main)
+        self.export()
+
+    def export(self) -> None:
+        encoder = main_encoder(self.objective)
+        if self.zero_stage == 3:
+            with deepspeed.zero.GatheredParameters(list(encoder.parameters()), modifier_rank=None):
+                if self.dist.is_main:
+                    export_encoder(encoder, encoder_info(self.cfg, self.step), self.run_dir / EXPORT_DIR)
+        elif self.dist.is_main:
+            export_encoder(encoder, encoder_info(self.cfg, self.step), self.run_dir / EXPORT_DIR)
+        barrier()
+
+    def _resume(self) -> None:
+        tag = latest_tag(self.ckpt_dir)
+        state = load_checkpoint(self.engine, self.ckpt_dir, tag)
+        self.step = int(state["step"])
+        if self.teacher_fingerprint and state.get("teacher_fingerprint") not in (None, self.teacher_fingerprint):
+            raise ConfigError(f"--resume: the teacher at {self.cfg.teacher.path} is not the one this run started with")
+        loaders = state.get("loader", [])
+        if len(loaders) == self.dist.world:
+            self.loader.load_state_dict(loaders[self.dist.rank])
+        elif loaders:
+            self.loader.load_state_dict({**loaders[0], "batch": 0})
+            if self.dist.is_main:
+                print(f"resume: world size changed ({len(loaders)} -> {self.dist.world}); data restarts at the "
+                      f"start of epoch {loaders[0]['epoch']}", flush=True)
+        rngs = state.get("rng", [])
+        if len(rngs) == self.dist.world:
+            torch.set_rng_state(rngs[self.dist.rank])
+        if "ema_target" in state and isinstance(self.objective, VJEPAObjective):
+            self.objective.target_encoder.load_state_dict(state["ema_target"])
+        if self.dist.is_main:
+            print(f"resumed from {self.ckpt_dir / tag} at step {self.step}", flush=True)
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.loader.close()
+
+
+def _as_float(x) -> float | None:
+    if x is None:
+        return None
+    return float(x.item() if isinstance(x, torch.Tensor) else x)

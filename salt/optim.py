@@ -1,0 +1,55 @@
+"""AdamW parameter groups and the learning-rate / weight-decay schedules (pure functions of the step)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from salt.config import OptimConfig
+
+
+def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices only: biases, norms, position tables and tokens (1-D params)
+    and anything named *_token are excluded."""
+    decay, no_decay = [], []
+    for module in modules:
+        for name, p in module.named_parameters():
+            if not p.requires_grad:
+                continue
+            if p.ndim <= 1 or name.endswith(".bias") or "token" in name.rsplit(".", 1)[-1]:
+                no_decay.append(p)
+            else:
+                decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay, "apply_wd": True},
+            {"params": no_decay, "weight_decay": 0.0, "apply_wd": False}]
+
+
+def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
+    """Linear warmup from start_lr to lr, then cosine to final_lr at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.start_lr + (cfg.lr - cfg.start_lr) * step / max(1, cfg.warmup_steps)
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.final_lr + 0.5 * (cfg.lr - cfg.final_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def wd_at(step: int, total: int, cfg: OptimConfig) -> float:
+    """Cosine from weight_decay to final_weight_decay over the run."""
+    progress = min(1.0, step / max(1, total))
+    return cfg.final_weight_decay + 0.5 * (cfg.weight_decay - cfg.final_weight_decay) * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(modules: Iterable[nn.Module], cfg: OptimConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(modules, cfg.weight_decay), lr=cfg.start_lr, betas=cfg.betas,
+                             eps=cfg.eps)
+
+
+def apply_schedule(optimizer: torch.optim.Optimizer, step: int, total: int, cfg: OptimConfig) -> tuple[float, float]:
+    lr, wd = lr_at(step, total, cfg), wd_at(step, total, cfg)
+    for i, group in enumerate(optimizer.param_groups):
+        group["lr"] = lr
+        if group.get("apply_wd", i == 0):  # group 0 holds the decayed weights (param_groups above)
+            group["weight_decay"] = wd
+    return lr, wd
