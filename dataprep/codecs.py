@@ -21,17 +21,18 @@ class CodecSpec:
 
     def encoder_options(self, gop: int, quality: int | None) -> dict[str, str]:
         """Closed GOP of exactly `gop` frames, no scene-cut keyframes, no hidden/reordered frames
-        that would make frame counts differ between decoders."""
+        that would make frame counts differ between decoders. x264/x265 without macroblock-tree
+        rate control: with it, the same input can encode to other bytes in a fresh process."""
         common = {"g": str(gop), "keyint_min": str(gop)}
         if self.name == "vp9":
             return {**common, "deadline": "realtime", "cpu-used": "8", "crf": str(quality or 32), "b": "0",
                     "lag-in-frames": "0", "auto-alt-ref": "0", "row-mt": "0"}
         if self.name == "h264":
             return {**common, "preset": "veryfast", "crf": str(quality or 23),
-                    "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0"}
+                    "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:mbtree=0"}
         if self.name == "hevc":
             return {**common, "preset": "veryfast", "crf": str(quality or 28),
-                    "x265-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:log-level=error"}
+                    "x265-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:cutree=0:log-level=error"}
         if self.name == "mjpeg":  # every frame is a keyframe; gop does not apply
             return {"q:v": str(quality or 4)}
         raise ValueError(f"no encoder options for codec {self.name!r}")
