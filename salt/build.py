@@ -35,7 +35,7 @@ def encoder_info(cfg: Config, step: int = 0) -> EncoderInfo:
     return EncoderInfo(size=cfg.model.size, depth=spec.depth, img_size=cfg.data.crop_size,
                        num_frames=cfg.data.num_frames, patch_size=cfg.model.patch_size,
                        tubelet_size=cfg.model.tubelet_size, use_rope=cfg.model.use_rope, embed_dim=spec.embed_dim,
-                       stage=cfg.stage, step=step)
+                       stage=cfg.stage, step=step, frame_stride=cfg.data.frame_stride)
 
 
 def _head(h) -> DecoderSpec:

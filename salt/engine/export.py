@@ -29,6 +29,7 @@ class EncoderInfo:
     embed_dim: int
     stage: str = ""
     step: int = 0
+    frame_stride: int = 4  # the training clips' frame stride (evaluation reuses it)
 
 
 def export_encoder(encoder: VideoViT, info: EncoderInfo, folder: str | Path) -> Path:
