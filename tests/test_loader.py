@@ -173,6 +173,10 @@ def test_eval_mode_fixed_views(synth_shards):
     assert firsts == sorted(firsts)  # stored order
     assert all(torch.equal(x.video, y.video) for x, y in zip(e0, e1, strict=True))
     assert e0[0].view_ids.tolist() == [v for v in range(6) for _ in range(4)]
+    # evaluation covers every sample exactly once; the last batch is padded and says how much is real
+    assert len(e0) == 8 and [b.valid for b in e0] == [4] * 7 + [2]
+    real = [k for b in e0 for k in b.keys[:b.valid]]
+    assert len(real) == len(set(real)) == 30
 
 
 def test_codec_the_device_cannot_decode_is_refused_up_front(synth_videos, tmp_path):

@@ -23,11 +23,13 @@ class VideoBatch:
     masks: list[MaskBatch] | None  # drawn for V * B clips
     epoch: int
     index: int  # batch number within the epoch
+    valid: int  # samples of this batch that are real (fewer only in a padded last evaluation batch)
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> VideoBatch:
         return VideoBatch(self.video.to(device, non_blocking=non_blocking), self.labels.to(device),
                           self.keys, self.view_ids, None if self.masks is None else
-                          [m.to(device, non_blocking=non_blocking) for m in self.masks], self.epoch, self.index)
+                          [m.to(device, non_blocking=non_blocking) for m in self.masks], self.epoch, self.index,
+                          self.valid)
 
 
 @dataclass

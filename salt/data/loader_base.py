@@ -72,7 +72,7 @@ class VideoLoaderBase:
             keys=[s.key for _ in range(v) for s in plan.samples],
             view_ids=torch.tensor([s.views[j][0] for j in range(v) for s in plan.samples], dtype=torch.long),
             masks=self.masks.get(video.shape[0], plan.epoch, plan.index, upcoming),
-            epoch=plan.epoch, index=plan.index)
+            epoch=plan.epoch, index=plan.index, valid=plan.valid)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batch": self.next_index,

@@ -42,6 +42,7 @@ class BatchPlan:
     epoch: int
     index: int
     samples: list[SamplePlan]
+    valid: int  # the first `valid` samples are real; the rest pad the last evaluation batch
 
 
 class BatchPlanner:
@@ -51,8 +52,13 @@ class BatchPlanner:
         if not 0 <= rank < world:
             raise LoaderError(f"rank {rank} is outside world size {world}")
         self.shards, self.cfg, self.rank, self.world = shards, cfg, rank, world
+        # evaluation covers every sample once: the last batch is padded (BatchPlan.valid says how far)
+        self.cover_all = cfg.mode == "eval"
         try:
-            self.batches_per_epoch = batches_per_epoch(len(shards), world, cfg.batch_size)
+            if self.cover_all:
+                self.batches_per_epoch = -(-(-(-len(shards) // world)) // cfg.batch_size)
+            else:
+                self.batches_per_epoch = batches_per_epoch(len(shards), world, cfg.batch_size)
         except ValueError as e:
             raise LoaderError(f"{shards.root}: {e}") from None
         self.bad: set[int] = set()
@@ -70,6 +76,11 @@ class BatchPlanner:
     def plan(self, epoch: int, index: int) -> BatchPlan:
         b = self.cfg.batch_size
         chosen = [int(i) for i in self.order(epoch)[index * b:(index + 1) * b]]
+        valid = len(chosen)
+        if valid == 0:  # a rank with fewer samples than the others, in cover-all mode
+            chosen = [int(self.order(epoch)[-1])] if len(self.order(epoch)) else [0]
+            valid = 0
+        chosen += [chosen[-1]] * (b - len(chosen))
         good = [i for i in chosen if i not in self.bad]
         if not good:
             keys = ", ".join(f"{self.shards.shard_of(i)}:{self.shards.keys[i]}" for i in chosen[:4])
@@ -82,7 +93,7 @@ class BatchPlanner:
             if i in self.bad:
                 i = good[j % len(good)]
             samples.append(plan_sample(self.shards, i, self.cfg, epoch))
-        return BatchPlan(epoch, index, samples)
+        return BatchPlan(epoch, index, samples, valid)
 
     def positions(self, epoch: int, index: int):
         """(epoch, index) of the batches from this one on, forever."""
