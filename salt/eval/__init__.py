@@ -1,0 +1,1 @@
+"""Frozen evaluation: an attentive probe on top of a frozen encoder."""
