@@ -11,7 +11,7 @@ import deepspeed
 import torch
 import yaml
 
-from salt.atomic import write_text_atomic
+from salt.atomic import write_json_atomic, write_text_atomic
 from salt.build import build_masks, build_objective, encoder_info, main_encoder
 from salt.config import Config, ConfigError, dump_config, to_dict
 from salt.data.batch import VideoBatch
@@ -83,6 +83,7 @@ class Trainer:
                                      dist.is_main, cfg.run.tensorboard)
         torch.manual_seed(cfg.run.seed + 1000 * dist.rank)  # drop-path differs across ranks
         self.step = 0
+        self.flops_done = 0.0  # model FLOPs of the steps so far, all ranks (for matched-compute comparisons)
         if resume:
             self._resume()
         if dist.is_main:
@@ -151,6 +152,7 @@ class Trainer:
             if not math.isfinite(loss):
                 raise TrainingError(f"loss became {loss} at step {self.step + 1}; lower optim.lr or check the data")
             self.step += 1
+            self.flops_done += flops * self.dist.world
             window.add(clips=clips, data_s=data_s, total_s=time.perf_counter() - t0, flops=flops, loss=loss,
                        grad_norm=_as_float(self.engine.get_global_grad_norm()), extra=out.metrics)
             if self.step % cfg.run.log_every == 0 or self.step == end:
@@ -162,6 +164,11 @@ class Trainer:
                 window = Window()
             if self.step % cfg.run.checkpoint_every == 0 or self.step == end:
                 self.checkpoint()
+        if self.dist.is_main and last_row is not None:
+            write_json_atomic(self.run_dir / "summary.json", {
+                "stage": cfg.stage, "step": self.step, "steps": total, "finished": self.step >= total,
+                "train_flops": self.flops_done, "final_loss": last_row["loss"], "world": self.dist.world,
+                "trained_params": self.num_params(), "last_window": last_row})
         return last_row
 
     # ------------------------------------------------------------------ checkpoints
@@ -169,6 +176,7 @@ class Trainer:
     def _client_state(self) -> dict:
         state = {
             "step": self.step,
+            "flops_done": self.flops_done,
             "loader": all_gather_objects(self.loader.state_dict()),
             "rng": all_gather_objects(torch.get_rng_state()),
             "config": to_dict(self.cfg),
@@ -198,6 +206,7 @@ class Trainer:
         tag = latest_tag(self.ckpt_dir)
         state = load_checkpoint(self.engine, self.ckpt_dir, tag)
         self.step = int(state["step"])
+        self.flops_done = float(state.get("flops_done", 0.0))
         if self.teacher_fingerprint and state.get("teacher_fingerprint") not in (None, self.teacher_fingerprint):
             raise ConfigError(f"--resume: the teacher at {self.cfg.teacher.path} is not the one this run started with")
         loaders = state.get("loader", [])
