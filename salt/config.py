@@ -113,6 +113,7 @@ class RunConfig:
     log_every: int = 10
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
+    export_history: bool = False  # also keep export/step_NNNNNNNN/ at every checkpoint (probe curves)
     deepspeed_config: str = "ds_configs/zero1.json"  # ZeRO stage, precision (torch_autocast), clipping, offload
     peak_tflops: float | None = None  # per device, for MFU; None: known GPU peak, or measured on the CPU
     tensorboard: bool = True  # also log to <dir>/tensorboard when tensorboard is installed

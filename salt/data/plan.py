@@ -7,6 +7,7 @@ continues with exactly the batches it had not yet produced.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,7 +57,7 @@ class BatchPlanner:
         self.cover_all = cfg.mode == "eval"
         try:
             if self.cover_all:
-                self.batches_per_epoch = -(-(-(-len(shards) // world)) // cfg.batch_size)
+                self.batches_per_epoch = math.ceil(math.ceil(len(shards) / world) / cfg.batch_size)
             else:
                 self.batches_per_epoch = batches_per_epoch(len(shards), world, cfg.batch_size)
         except ValueError as e:

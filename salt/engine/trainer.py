@@ -15,7 +15,7 @@ from salt.atomic import write_json_atomic, write_text_atomic
 from salt.build import build_masks, build_objective, encoder_info, main_encoder
 from salt.config import Config, ConfigError, dump_config, to_dict
 from salt.data.batch import VideoBatch
-from salt.engine.checkpoint import latest_tag, load_checkpoint, save_checkpoint
+from salt.engine.checkpoint import latest_tag, load_checkpoint, save_checkpoint, tag_for
 from salt.engine.deepspeed_setup import TrainableParts, autocast_dtype, load_ds_config, reconcile, zero_stage
 from salt.engine.distributed import DistInfo, all_gather_objects, barrier, mean_across_ranks
 from salt.engine.export import EXPORT_DIR, encoder_fingerprint, export_encoder
@@ -194,12 +194,20 @@ class Trainer:
 
     def export(self) -> None:
         encoder = main_encoder(self.objective)
+        folders = [self.run_dir / EXPORT_DIR]
+        if self.cfg.run.export_history:
+            folders.append(self.run_dir / EXPORT_DIR / tag_for(self.step))
+
+        def write() -> None:
+            if self.dist.is_main:
+                for folder in folders:
+                    export_encoder(encoder, encoder_info(self.cfg, self.step), folder)
+
         if self.zero_stage == 3:
             with deepspeed.zero.GatheredParameters(list(encoder.parameters()), modifier_rank=None):
-                if self.dist.is_main:
-                    export_encoder(encoder, encoder_info(self.cfg, self.step), self.run_dir / EXPORT_DIR)
-        elif self.dist.is_main:
-            export_encoder(encoder, encoder_info(self.cfg, self.step), self.run_dir / EXPORT_DIR)
+                write()
+        else:
+            write()
         barrier()
 
     def _resume(self) -> None:
