@@ -26,7 +26,7 @@ from benchmarks.common import format_table, median, write_result  # noqa: E402
 from dataprep.codecs import DEFAULT_CODEC, codec_spec  # noqa: E402
 from dataprep.inputs import list_inputs  # noqa: E402
 from dataprep.shards import JobConfig, run_job  # noqa: E402
-from dataprep.transcode import output_size  # noqa: E402
+from dataprep.transcode import SCALER, output_size  # noqa: E402
 
 DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared" / "videos"
 
@@ -48,7 +48,7 @@ def plain_transcode(path: str, out_dir: Path, codec: str, short_side: int, gop: 
                 for frame in src.decode(stream):
                     if n == 0:
                         enc.width, enc.height = output_size(frame.width, frame.height, short_side)
-                    frame = frame.reformat(width=enc.width, height=enc.height, format=spec.pix_fmt)
+                    frame = frame.reformat(width=enc.width, height=enc.height, format=spec.pix_fmt, interpolation=SCALER)
                     frame.pts = n
                     frame.pict_type = av.video.frame.PictureType.NONE
                     for p in enc.encode(frame):

@@ -171,16 +171,16 @@ def decode_limit(shards: ShardSet, seconds: float, processes: int) -> dict:
 
 
 def source_paths(shards: ShardSet, source_dir: str | None) -> list[str]:
-    """The original videos the shards were made from (from the samples' metadata)."""
+    """The original video of every sample (from the samples' metadata; a source cut into several clips
+    appears once per clip), so the baseline reads as many clips per epoch as the shard loaders."""
     root = Path(source_dir) if source_dir else Path(shards.manifest["options"]["input"])
     if root.is_file():  # a manifest: sources are relative to its folder
         root = root.parent
-    seen, out = set(), []
+    out = []
     for i in range(len(shards)):
         src = shards.meta(i)["source"]
         p = Path(src) if Path(src).is_absolute() else root / src
-        if src not in seen and p.exists():
-            seen.add(src)
+        if p.exists():
             out.append(str(p))
     return out
 

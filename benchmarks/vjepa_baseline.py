@@ -25,10 +25,10 @@ class SourceVideoDataset(Dataset):
 
         vr = decord.VideoReader(self.paths[i], num_threads=1)
         n = len(vr)
-        start = train_view(self.recipe, self.paths[i], self.seed, n, 1, 1).start_frame
+        start = train_view(self.recipe, f"{self.paths[i]}#{i}", self.seed, n, 1, 1).start_frame
         idx = np.minimum(np.arange(self.recipe.num_frames) * self.recipe.frame_stride + start, n - 1)
         frames = vr.get_batch(list(idx)).asnumpy()  # (T, H, W, 3) uint8
-        view = train_view(self.recipe, self.paths[i], self.seed, n, frames.shape[1], frames.shape[2])
+        view = train_view(self.recipe, f"{self.paths[i]}#{i}", self.seed, n, frames.shape[1], frames.shape[2])
         return augment(frames, view, self.recipe.crop_size, self.mean, self.std)  # (3, T, S, S)
 
 

@@ -1,8 +1,9 @@
 """One input video → re-encoded clips: decode, resample to a constant frame rate, resize, cut, encode.
 
 Streaming: frames are resized and encoded as they are decoded, so memory does not grow with the
-length of the video. Timestamps are exact fractions (pts × time_base), so resampling a video to its
-own frame rate keeps every frame exactly once.
+length of the video. Resampling picks, for each output time, the source frame nearest to it; output
+and source times that coincide are half a frame from any decision boundary, so float seconds are
+exact enough and resampling a video to its own rate keeps every frame exactly once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataprep.codecs import CodecSpec
 from dataprep.inputs import InputVideo
 
 REORDER_WINDOW = 8  # frames; some files emit a few frames out of presentation order
+SCALER = "AREA"  # swscale's area averaging: no aliasing when shrinking
 
 
 class TranscodeFailure(Exception):
@@ -106,27 +108,28 @@ class _FrameReader:
         self.container, self.stream, self.rate = container, stream, rate
         self.decoded = 0
         self.error: str | None = None
-        self.first_time: Fraction | None = None
-        self.last_time: Fraction | None = None
+        self.first_time: float | None = None
+        self.last_time: float | None = None
 
-    def _raw(self) -> Iterator[tuple[Fraction, av.VideoFrame]]:
-        tb = self.stream.time_base
-        prev: Fraction | None = None
+    def _raw(self) -> Iterator[tuple[float, av.VideoFrame]]:
+        tb = float(self.stream.time_base) if self.stream.time_base else None
+        step = 1.0 / float(self.rate)
+        prev: float | None = None
         try:
             for frame in self.container.decode(self.stream):
-                t = Fraction(frame.pts) * tb if (frame.pts is not None and tb) else None
+                t = frame.pts * tb if (frame.pts is not None and tb) else None
                 if t is None:
-                    t = Fraction(0) if prev is None else prev + 1 / self.rate
+                    t = 0.0 if prev is None else prev + step
                 prev = t
                 self.decoded += 1
                 yield t, frame
         except (av.error.FFmpegError, ValueError, OverflowError, MemoryError) as e:
             self.error = f"{type(e).__name__} after {self.decoded} frames: {e}"
 
-    def frames(self) -> Iterator[tuple[Fraction, av.VideoFrame]]:
-        heap: list[tuple[Fraction, int, av.VideoFrame]] = []
+    def frames(self) -> Iterator[tuple[float, av.VideoFrame]]:
+        heap: list[tuple[float, int, av.VideoFrame]] = []
         counter = itertools.count()
-        last: Fraction | None = None
+        last: float | None = None
 
         def emit(item):
             nonlocal last
@@ -151,25 +154,26 @@ class _FrameReader:
                 yield out
 
 
-def _resample(frames: Iterator[tuple[Fraction, av.VideoFrame]], fps: Fraction,
+def _resample(frames: Iterator[tuple[float, av.VideoFrame]], fps: Fraction,
               src_rate: Fraction) -> Iterator[av.VideoFrame]:
     """Constant-rate frames by nearest timestamp: output k (time t0 + k/fps) takes the source frame
     whose time is nearest; the last source frame lasts 1/src_rate."""
     k = 0
-    t0: Fraction | None = None
-    prev: tuple[Fraction, av.VideoFrame] | None = None
+    period = 1.0 / float(fps)
+    t0: float | None = None
+    prev: tuple[float, av.VideoFrame] | None = None
     for t, frame in frames:
         if t0 is None:
             t0 = t
         if prev is not None:
             midpoint = (prev[0] + t) / 2
-            while t0 + k / fps < midpoint:
+            while t0 + k * period < midpoint:
                 yield prev[1]
                 k += 1
         prev = (t, frame)
     if prev is not None:
-        end = prev[0] + 1 / (2 * src_rate)
-        while t0 + k / fps < end:
+        end = prev[0] + 0.5 / float(src_rate)
+        while t0 + k * period < end:
             yield prev[1]
             k += 1
 
@@ -223,14 +227,17 @@ def _encode_clips(inp: InputVideo, reader: _FrameReader, opts: TranscodeOptions,
             encoder.out.close()
         encoder = None
 
+    last_src, last_scaled = None, None
     for frame in _resample(reader.frames(), fps, src_rate):
         if not width:
             width, height = output_size(frame.width, frame.height, opts.short_side)
         if clip_index >= skip_clips:
             if encoder is None:
                 encoder = _ClipEncoder(opts.codec, fps, width, height, opts.gop, opts.quality)
-            encoder.add(frame.reformat(width=width, height=height, format=opts.codec.pix_fmt,
-                                       interpolation="AREA"))
+            if frame is not last_src:  # a frame repeated by the resampler is scaled once
+                last_src, last_scaled = frame, frame.reformat(width=width, height=height, format=opts.codec.pix_fmt,
+                                                              interpolation=SCALER)
+            encoder.add(last_scaled)
         in_clip += 1
         n_out += 1
         if clip_len is not None and in_clip == clip_len:
@@ -244,7 +251,7 @@ def _encode_clips(inp: InputVideo, reader: _FrameReader, opts: TranscodeOptions,
         raise TranscodeFailure("no decodable frames" + (f": {reader.error}" if reader.error else ""))
     if n_out < opts.min_frames:
         raise TranscodeFailure(f"too short: {n_out} frames at {float(fps):.3f} fps < --min-frames {opts.min_frames}")
-    seconds = float(reader.last_time - reader.first_time + 1 / src_rate)
+    seconds = reader.last_time - reader.first_time + 1 / float(src_rate)
     return VideoResult(input=inp, width=width, height=height, fps=fps, source_fps=src_rate,
                        source_frames_header=0, source_frames_decoded=reader.decoded,
                        source_seconds=seconds, output_frames=n_out, decode_error=reader.error, clips=clips)
