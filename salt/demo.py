@@ -1,0 +1,235 @@
+"""`python -m salt.demo` (`make demo`): the whole system on the built-in synthetic dataset.
+
+synth videos → shards (train / val) → teacher stage → student stage (online teacher, and from a
+teacher-target cache) → V-JEPA EMA baseline at the same training FLOPs as teacher + student →
+frozen attentive probes on every encoder and on a random one → runs/demo-SIZE/report.md.
+
+Every step runs the command a user would type (printed before it runs) and is skipped when its
+output is already complete, so an interrupted demo continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    train_videos: int
+    val_videos: int
+    teacher_steps: int
+    student_steps: int
+    batch_size: int
+    checkpoints: int  # per run; the student's are all probed for the loss-vs-accuracy curve
+    cache_views: int
+    probe_epochs: int
+    probe_train_views: int
+    model_args: tuple[str, ...] = ()  # config overrides on top of salt/configs/tiny.yaml
+
+
+SIZES = {
+    # seconds, for the test suite: a 2-block model on 32x32 clips
+    "tiny": DemoSize(40, 20, 12, 12, 4, 2, 2, 3, 1,
+                     ("--model.depth=2", "--data.crop_size=32", "--data.num_frames=8", "--data.frame_stride=4",
+                      "--predictor.depth=1", "--decoder.depth=1", "--data.shuffle_buffer=16")),
+    # the default: about 15 minutes on 2 CPU cores
+    "small": DemoSize(400, 100, 150, 250, 16, 4, 2, 30, 2),
+    # longer runs of the same model: about an hour on 2 CPU cores
+    "medium": DemoSize(1000, 200, 400, 1200, 16, 6, 4, 40, 3),
+}
+
+
+class Demo:
+    def __init__(self, size: str, out: Path, shards: Path, cache: Path, loader: str):
+        self.size_name, self.size = size, SIZES[size]
+        self.out, self.shards_root, self.cache_root = out, shards, cache
+        self.loader = loader
+        self.t0 = time.perf_counter()
+        self.name = out.name
+
+    # ------------------------------------------------------------------ helpers
+
+    def say(self, text: str) -> None:
+        elapsed = time.perf_counter() - self.t0
+        print(f"\n== [{int(elapsed // 60):02d}:{int(elapsed % 60):02d}] {text}", flush=True)
+
+    def run(self, args: list[str]) -> None:
+        printable = " ".join(a if " " not in a else repr(a) for a in args)
+        print(f"$ {printable}", flush=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.run([sys.executable if a == "python" else a for a in args], cwd=REPO, env=env)
+        if proc.returncode != 0:
+            raise SystemExit(f"demo step failed (exit {proc.returncode}): {printable}")
+
+    def train_args(self, stage: str, run_dir: Path, steps: int, *extra: str) -> list[str]:
+        every = max(1, steps // self.size.checkpoints)
+        return ["python", "salt/train.py", "--config", "tiny", "--stage", stage, "--shards", str(self.train_shards),
+                "--run-dir", str(run_dir), "--steps", str(steps), f"--data.batch_size={self.size.batch_size}",
+                f"--data.loader={self.loader}", f"--run.checkpoint_every={every}", "--run.export_history=true",
+                f"--run.log_every={max(1, min(10, steps // 10))}", "--run.tensorboard=false",
+                f"--optim.warmup_steps={max(1, steps // 10)}", *self.size.model_args, *extra]
+
+    @property
+    def train_shards(self) -> Path:
+        return self.shards_root / f"{self.name}-train"
+
+    @property
+    def val_shards(self) -> Path:
+        return self.shards_root / f"{self.name}-val"
+
+    @staticmethod
+    def finished(run_dir: Path, steps: int) -> bool:
+        summary = run_dir / "summary.json"
+        return summary.exists() and json.loads(summary.read_text()).get("step") == steps
+
+    def train(self, stage: str, run_dir: Path, steps: int, *extra: str) -> dict:
+        if not self.finished(run_dir, steps):
+            resume = ["--resume"] if (run_dir / "checkpoints" / "latest").exists() else []
+            self.run(self.train_args(stage, run_dir, steps, *extra) + resume)
+        return json.loads((run_dir / "summary.json").read_text())
+
+    # ------------------------------------------------------------------ steps
+
+    def data(self) -> None:
+        self.say(f"synthetic videos and shards ({self.size.train_videos} train, {self.size.val_videos} val)")
+        for split, videos, seed in (("train", self.size.train_videos, 0), ("val", self.size.val_videos, 1)):
+            raw = self.out / "data" / split
+            shards = self.train_shards if split == "train" else self.val_shards
+            if not (raw / "labels.csv").exists():
+                self.run(["python", "-m", "dataprep.synth", "--out", str(raw), "--videos", str(videos), "--seed",
+                          str(seed)])
+            if not (shards / "manifest.json").exists():
+                self.run(["python", "-m", "dataprep.shards", "--input", str(raw), "--out", str(shards),
+                          "--short-side", "64", "--shard-samples", "100"])
+
+    def vjepa_steps(self, budget: float) -> int:
+        """Steps of the V-JEPA baseline that spend `budget` FLOPs, from the analytic model and drawn masks."""
+        import torch
+
+        from salt.build import build_masks, build_objective
+        from salt.config import load_config
+        from salt.flops import objective_step_flops
+
+        overrides = ["stage=vjepa", f"data.batch_size={self.size.batch_size}"] + [a[2:] for a in self.size.model_args]
+        cfg = load_config("tiny", overrides)
+        with torch.device("meta"):
+            objective = build_objective(cfg)
+        gen, g = build_masks(cfg), torch.Generator().manual_seed(0)
+        per_clip = sum(objective_step_flops(objective, gen(cfg.data.batch_size, g)).train_step
+                       for _ in range(50)) / 50
+        return max(1, round(budget / (per_clip * cfg.data.batch_size)))
+
+    def probe(self, encoder: Path, out: Path, random_init: bool = False) -> dict:
+        if not out.exists():
+            args = ["python", "-m", "salt.eval.probe", "--encoder", str(encoder), "--train", str(self.train_shards),
+                    "--val", str(self.val_shards), "--epochs", str(self.size.probe_epochs), "--train-views",
+                    str(self.size.probe_train_views), "--batch-size", str(self.size.batch_size), "--loader",
+                    self.loader, "--json", str(out)]
+            self.run(args + (["--random-init"] if random_init else []))
+        return json.loads(out.read_text())
+
+    def main(self) -> Path:
+        s = self.size
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.data()
+
+        self.say(f"stage 1: teacher, {s.teacher_steps} steps (pixel reconstruction, multiblock masks)")
+        teacher = self.train("teacher", self.out / "teacher", s.teacher_steps)
+
+        self.say(f"stage 2: student from the frozen teacher, {s.student_steps} steps")
+        student = self.train("student", self.out / "student", s.student_steps, "--teacher", str(self.out / "teacher"))
+
+        cache = self.cache_root / self.name
+        self.say(f"teacher-target cache ({s.cache_views} views per clip) and a student trained from it")
+        if not (cache / "meta.json").exists():
+            self.run(["python", "-m", "dataprep.targets", "--teacher", str(self.out / "teacher"), "--shards",
+                      str(self.train_shards), "--out", str(cache), "--views", str(s.cache_views), "--dtype", "bf16"])
+        student_cache = self.train("student", self.out / "student_cache", s.student_steps, "--targets.cache",
+                                   str(cache))
+
+        budget = teacher["train_flops"] + student["train_flops"]
+        steps = self.vjepa_steps(budget)
+        self.say(f"V-JEPA baseline (EMA target) at the teacher+student budget: {budget / 1e12:.1f} TFLOP, {steps} steps")
+        vjepa = self.train("vjepa", self.out / "vjepa", steps)
+
+        self.say("frozen attentive probes")
+        probes_dir = self.out / "probes"
+        probes_dir.mkdir(exist_ok=True)
+        probes = {
+            "random init": self.probe(self.out / "teacher", probes_dir / "random.json", random_init=True),
+            "teacher": self.probe(self.out / "teacher", probes_dir / "teacher.json"),
+            "student": self.probe(self.out / "student", probes_dir / "student.json"),
+            "student (cached targets)": self.probe(self.out / "student_cache", probes_dir / "student_cache.json"),
+            "V-JEPA (EMA)": self.probe(self.out / "vjepa", probes_dir / "vjepa.json"),
+        }
+        history = {}
+        for export in sorted((self.out / "student" / "export").glob("step_*")):
+            history[int(export.name.split("_")[1])] = self.probe(export, probes_dir / f"student_{export.name}.json")
+
+        self.say("loader throughput and the report")
+        loader = self.loader_throughput()
+        runs = {"teacher": teacher, "student": student, "student (cached targets)": student_cache,
+                "V-JEPA (EMA)": vjepa}
+        from salt.report import write_report
+
+        report = write_report(self.out, size=self.size_name, size_cfg=asdict(s), runs=runs, probes=probes,
+                              student_history=history, loader=loader,
+                              run_dirs={"teacher": self.out / "teacher", "student": self.out / "student",
+                                        "student (cached targets)": self.out / "student_cache",
+                                        "V-JEPA (EMA)": self.out / "vjepa"})
+        self.say(f"done: {report}")
+        print(report.read_text().split("## Loss curves")[0])
+        return report
+
+    def loader_throughput(self, seconds: float = 5.0) -> dict:
+        from salt.config import load_config
+        from salt.data.dali_loader import DaliVideoLoader
+        from salt.data.reference_loader import ReferenceVideoLoader
+
+        cfg = load_config("tiny", [f"data.shards={self.train_shards}", f"data.batch_size={self.size.batch_size}"]
+                          + [a[2:] for a in self.size.model_args if a.startswith("--data.")]).data
+        out = {}
+        for name, cls in (("dali", DaliVideoLoader), ("reference", ReferenceVideoLoader)):
+            loader, clips = cls(cfg), 0
+            it = iter(_forever(loader))
+            next(it)
+            t = time.perf_counter()
+            while time.perf_counter() - t < seconds:
+                clips += next(it)
+            out[name] = clips / (time.perf_counter() - t)
+            loader.close()
+        return out
+
+
+def _forever(loader):
+    while True:
+        for batch in loader:
+            yield batch.video.shape[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m salt.demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="small", help="small: ~15 min on 2 CPU cores")
+    ap.add_argument("--out", default=None, help="run folder (default runs/demo-SIZE)")
+    ap.add_argument("--shards", default="shards", help="where the demo's shard sets go")
+    ap.add_argument("--cache", default="cache", help="where the teacher-target cache goes")
+    ap.add_argument("--loader", choices=("dali", "reference"), default="dali")
+    args = ap.parse_args(argv)
+    out = Path(args.out) if args.out else REPO / "runs" / f"demo-{args.size}"
+    demo = Demo(args.size, out, Path(args.shards) if Path(args.shards).is_absolute() else REPO / args.shards,
+                Path(args.cache) if Path(args.cache).is_absolute() else REPO / args.cache, args.loader)
+    demo.main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
