@@ -141,6 +141,8 @@ class Config:
         _check(self.teacher.dtype in ("bf16", "fp32"), "teacher.dtype", "must be bf16 or fp32")
         _check(self.masks.kind in ("multiblock", "tube", "random"), "masks.kind", "must be multiblock, tube or random")
         _check(self.data.loader in ("dali", "reference"), "data.loader", "must be dali or reference")
+        _check(self.data.mode != "precompute", "data.mode", "precompute is the target-cache job's mode "
+               "(python -m dataprep.targets), not a training mode")
         _check(self.run.steps >= 1, "run.steps", "must be >= 1")
         _check(self.run.log_every >= 1 and self.run.checkpoint_every >= 1, "run.log_every",
                "log_every and checkpoint_every must be >= 1")

@@ -152,7 +152,9 @@ class Demo:
         self.say(f"teacher-target cache ({s.cache_views} views per clip) and a student trained from it")
         if not (cache / "meta.json").exists():
             self.run(["python", "-m", "dataprep.targets", "--teacher", str(self.out / "teacher"), "--shards",
-                      str(self.train_shards), "--out", str(cache), "--views", str(s.cache_views), "--dtype", "bf16"])
+                      str(self.train_shards), "--out", str(cache), "--views", str(s.cache_views), "--dtype", "bf16",
+                      "--config", "tiny", "--loader", self.loader,
+                      *[a for a in self.size.model_args if a.startswith("--data.")]])
         student_cache = self.train("student", self.out / "student_cache", s.student_steps, "--targets.cache",
                                    str(cache))
 

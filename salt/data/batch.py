@@ -48,6 +48,8 @@ def plan_sample(shards: ShardSet, index: int, cfg: LoaderConfig, epoch: int) -> 
     if cfg.mode == "eval":
         ids = list(range(cfg.eval_clips * cfg.eval_crops))
         views = [(i, eval_view(recipe, i, cfg.eval_clips, cfg.eval_crops, n, h, w)) for i in ids]
+    elif cfg.mode == "precompute":  # every cached view, one decode each (views_per_clip is 1)
+        views = [(i, train_view(recipe, key, i, n, h, w)) for i in range(cfg.cached_views)]
     elif cfg.cached_views:
         i = cached_view_id(cfg.seed, key, epoch, cfg.cached_views)
         views = [(i, train_view(recipe, key, i, n, h, w))]

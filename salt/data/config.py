@@ -18,7 +18,8 @@ class LoaderConfig:
     ratio: tuple[float, float] = (0.75, 1.35)
     flip: bool = True
     views_per_clip: int = 1
-    mode: str = "train"  # "train": shuffled, random views; "eval": stored order, fixed views
+    mode: str = "train"  # "train": shuffled, random views; "eval": stored order, fixed views;
+    # "precompute": stored order, every one of the cached_views views of every sample (teacher-target cache job)
     eval_clips: int = 1  # eval mode: evenly spaced clips per sample
     eval_crops: int = 1  # eval mode: crops along the long side per clip
     shuffle_buffer: int = 1024
@@ -40,11 +41,15 @@ class LoaderConfig:
     def views_per_sample(self) -> int:
         if self.mode == "eval":
             return self.eval_clips * self.eval_crops
+        if self.mode == "precompute":
+            return self.cached_views
         return 1 if self.cached_views else self.views_per_clip
 
     def validate(self) -> None:
-        if self.mode not in ("train", "eval"):
-            raise ValueError(f"data.mode must be 'train' or 'eval', got {self.mode!r}")
+        if self.mode not in ("train", "eval", "precompute"):
+            raise ValueError(f"data.mode must be 'train', 'eval' or 'precompute', got {self.mode!r}")
+        if self.mode == "precompute" and self.cached_views < 1:
+            raise ValueError("data.mode 'precompute' needs data.cached_views >= 1 (the views to precompute)")
         if self.device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"data.device must be auto, cpu or gpu, got {self.device!r}")
         if self.batch_size < 1 or self.threads < 1 or self.prefetch < 1:

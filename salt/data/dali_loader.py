@@ -12,7 +12,7 @@ decode error. `benchmarks/loader.py` measures both feeds on the same data.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -79,6 +79,8 @@ def _layout(cfg: LoaderConfig) -> tuple[int, int]:
     """(decodes per sample, views per decode)."""
     if cfg.mode == "eval":
         return cfg.eval_clips, cfg.eval_crops
+    if cfg.mode == "precompute":  # each cached view has its own clip start
+        return cfg.cached_views, 1
     return 1, cfg.views_per_sample
 
 
@@ -131,8 +133,9 @@ class DaliVideoLoader(VideoLoaderBase):
     """DALI decoding and augmentation; see the module docstring for why samples come from Python."""
 
     def __init__(self, cfg: LoaderConfig, rank: int = 0, world: int = 1,
-                 mask_generator: MaskGenerator | None = None, device_id: int | None = None):
-        super().__init__(cfg, rank, world, mask_generator)
+                 mask_generator: MaskGenerator | None = None, device_id: int | None = None,
+                 only_shards: Sequence[int] | None = None):
+        super().__init__(cfg, rank, world, mask_generator, only_shards)
         self.device = resolve_device(cfg.device)
         check_codec(self.shards, self.device)
         self.device_id = None

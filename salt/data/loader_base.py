@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -17,12 +17,14 @@ class VideoLoaderBase:
     """Iterates one epoch per `for batch in loader`; `state_dict()` / `load_state_dict()` save and
     restore the position (epoch, batches consumed) and the samples found undecodable."""
 
-    def __init__(self, cfg: LoaderConfig, rank: int, world: int, mask_generator: MaskGenerator | None):
+    def __init__(self, cfg: LoaderConfig, rank: int, world: int, mask_generator: MaskGenerator | None,
+                 only_shards: Sequence[int] | None = None):
+        """only_shards: precompute mode reads only these shard numbers (of them, rank r reads s % world == r)."""
         cfg.validate()
         self.cfg = cfg
         self.rank, self.world = rank, world
         self.shards = ShardSet(cfg.shards)
-        self.planner = BatchPlanner(self.shards, cfg, rank, world)
+        self.planner = BatchPlanner(self.shards, cfg, rank, world, only_shards)
         self.masks = MaskPrefetcher(mask_generator, cfg.seed, rank)
         self.stats = LoaderStats()
         self.epoch, self.next_index = 0, 0

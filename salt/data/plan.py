@@ -8,6 +8,7 @@ continues with exactly the batches it had not yet produced.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,17 +47,39 @@ class BatchPlan:
     valid: int  # the first `valid` samples are real; the rest pad the last evaluation batch
 
 
+def shard_batches(shard_ids: np.ndarray, batch_size: int, rank: int, world: int,
+                  only_shards: Sequence[int] | None) -> list[tuple[int, int, int]]:
+    """Precompute mode: (shard, first sample, end) of each batch, in stored order. A batch never spans two
+    shards (one output file per shard); shard s goes to rank s % world."""
+    num_shards = int(shard_ids.max()) + 1 if len(shard_ids) else 0
+    wanted = range(num_shards) if only_shards is None else sorted(set(only_shards))
+    if any(not 0 <= s < num_shards for s in wanted):
+        raise LoaderError(f"only_shards {list(wanted)} outside the shard set's {num_shards} shards")
+    starts = np.searchsorted(shard_ids, np.arange(num_shards + 1))
+    return [(s, a, min(a + batch_size, int(starts[s + 1]))) for s in wanted if s % world == rank
+            for a in range(int(starts[s]), int(starts[s + 1]), batch_size)]
+
+
 class BatchPlanner:
     """Turns (epoch, batch index) into a BatchPlan for one rank; knows which samples are bad."""
 
-    def __init__(self, shards: ShardSet, cfg: LoaderConfig, rank: int, world: int):
+    def __init__(self, shards: ShardSet, cfg: LoaderConfig, rank: int, world: int,
+                 only_shards: Sequence[int] | None = None):
         if not 0 <= rank < world:
             raise LoaderError(f"rank {rank} is outside world size {world}")
+        if only_shards is not None and cfg.mode != "precompute":
+            raise LoaderError("only_shards is for the precompute mode")
         self.shards, self.cfg, self.rank, self.world = shards, cfg, rank, world
-        # evaluation covers every sample once: the last batch is padded (BatchPlan.valid says how far)
-        self.cover_all = cfg.mode == "eval"
+        self.only_shards = only_shards
+        # evaluation and precompute cover every sample once: the last batch is padded (BatchPlan.valid)
+        self.cover_all = cfg.mode in ("eval", "precompute")
+        # precompute: (shard, first sample, end) of each batch; batches are aligned to shards
+        self.segments = shard_batches(shards.shard_ids, cfg.batch_size, rank, world, only_shards) \
+            if cfg.mode == "precompute" else []
         try:
-            if self.cover_all:
+            if cfg.mode == "precompute":
+                self.batches_per_epoch = len(self.segments)
+            elif self.cover_all:
                 self.batches_per_epoch = math.ceil(math.ceil(len(shards) / world) / cfg.batch_size)
             else:
                 self.batches_per_epoch = batches_per_epoch(len(shards), world, cfg.batch_size)
@@ -76,7 +99,11 @@ class BatchPlanner:
 
     def plan(self, epoch: int, index: int) -> BatchPlan:
         b = self.cfg.batch_size
-        chosen = [int(i) for i in self.order(epoch)[index * b:(index + 1) * b]]
+        if self.cfg.mode == "precompute":
+            _, start, end = self.segments[index]
+            chosen = list(range(start, end))
+        else:
+            chosen = [int(i) for i in self.order(epoch)[index * b:(index + 1) * b]]
         valid = len(chosen)
         if valid == 0:  # a rank with fewer samples than the others, in cover-all mode
             chosen = [int(self.order(epoch)[-1])] if len(self.order(epoch)) else [0]

@@ -7,7 +7,7 @@ decode, and the baseline the DALI pipeline is measured against.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import av
 import torch
@@ -27,14 +27,14 @@ class _Batches(IterableDataset):
     so that DataLoader's round-robin over workers returns them in order."""
 
     def __init__(self, shards: ShardSet, cfg: LoaderConfig, rank: int, world: int, epoch: int, start: int,
-                 bad: set[int]):
+                 bad: set[int], only_shards: Sequence[int] | None = None):
         self.shards, self.cfg, self.rank, self.world = shards, cfg, rank, world
-        self.epoch, self.start, self.bad = epoch, start, bad
+        self.epoch, self.start, self.bad, self.only_shards = epoch, start, bad, only_shards
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, object, list[int]]]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        planner = BatchPlanner(self.shards, self.cfg, self.rank, self.world)
+        planner = BatchPlanner(self.shards, self.cfg, self.rank, self.world, self.only_shards)
         planner.bad = set(self.bad)
         recipe = self.cfg.recipe()
         for index in range(self.start + wid, planner.batches_per_epoch, nw):
@@ -69,13 +69,13 @@ class _SampleFailed(Exception):
 
 class ReferenceVideoLoader(VideoLoaderBase):
     def __init__(self, cfg: LoaderConfig, rank: int = 0, world: int = 1,
-                 mask_generator: MaskGenerator | None = None):
-        super().__init__(cfg, rank, world, mask_generator)
+                 mask_generator: MaskGenerator | None = None, only_shards: Sequence[int] | None = None):
+        super().__init__(cfg, rank, world, mask_generator, only_shards)
         self._it: Iterator | None = None
 
     def _start(self) -> None:
         ds = _Batches(self.shards, self.cfg, self.rank, self.world, self.epoch, self.next_index,
-                      set(self.planner.bad))
+                      set(self.planner.bad), self.planner.only_shards)
         workers = min(self.cfg.threads, len(self) - self.next_index)
         dl = DataLoader(ds, batch_size=None, num_workers=workers, prefetch_factor=self.cfg.prefetch if workers else None,
                         persistent_workers=False, multiprocessing_context="fork" if workers else None)

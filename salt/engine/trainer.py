@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import deepspeed
@@ -15,6 +16,8 @@ from salt.atomic import write_json_atomic, write_text_atomic
 from salt.build import build_masks, build_objective, encoder_info, main_encoder
 from salt.config import Config, ConfigError, dump_config, to_dict
 from salt.data.batch import VideoBatch
+from salt.data.config import LoaderConfig
+from salt.data.target_cache import TargetCache, TargetCacheError, TargetPrefetcher, teacher_fingerprint
 from salt.engine.checkpoint import latest_tag, load_checkpoint, save_checkpoint, tag_for
 from salt.engine.deepspeed_setup import TrainableParts, autocast_dtype, load_ds_config, reconcile, zero_stage
 from salt.engine.distributed import DistInfo, all_gather_objects, barrier, mean_across_ranks
@@ -33,16 +36,26 @@ class TrainingError(RuntimeError):
     pass
 
 
-def make_loader(cfg: Config, dist: DistInfo, mask_generator):
+def make_loader(cfg: Config, dist: DistInfo, mask_generator, data: LoaderConfig | None = None):
+    """data: the loader's config when it is not cfg.data as written (a target cache sets cached_views)."""
     from salt.data.dali_loader import DaliVideoLoader
     from salt.data.reference_loader import ReferenceVideoLoader
 
-    if not cfg.data.shards:
+    data = data or cfg.data
+    if not data.shards:
         raise ConfigError("no training data: pass --shards shards/NAME (a folder made by dataprep.shards)")
     if cfg.data.loader == "dali":
-        return DaliVideoLoader(cfg.data, rank=dist.rank, world=dist.world, mask_generator=mask_generator,
+        return DaliVideoLoader(data, rank=dist.rank, world=dist.world, mask_generator=mask_generator,
                                device_id=dist.local_rank if dist.device.type == "cuda" else None)
-    return ReferenceVideoLoader(cfg.data, rank=dist.rank, world=dist.world, mask_generator=mask_generator)
+    return ReferenceVideoLoader(data, rank=dist.rank, world=dist.world, mask_generator=mask_generator)
+
+
+def open_target_cache(cfg: Config) -> TargetCache:
+    """The student stage's target cache, refused when made for another teacher, geometry or view recipe."""
+    cache = TargetCache(cfg.targets.cache, pin_memory=torch.cuda.is_available())
+    fingerprint = teacher_fingerprint(cfg.teacher.path) if cfg.teacher.path else None
+    cache.check_run(cfg.data, cfg.model.patch_size, cfg.model.tubelet_size, fingerprint)
+    return cache
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -67,10 +80,18 @@ class Trainer:
         self.zero_stage = zero_stage(ds_cfg)
         self.compute_dtype = autocast_dtype(ds_cfg)
         self.mask_generator = build_masks(cfg)
-        self.loader = make_loader(cfg, dist, self.mask_generator)
+        # student stage from a target cache: each sample loads one of the cache's K views per epoch
+        self.targets = open_target_cache(cfg) if cfg.stage == "student" and cfg.targets.cache else None
+        data = replace(cfg.data, cached_views=self.targets.num_views) if self.targets else cfg.data
+        self.loader = make_loader(cfg, dist, self.mask_generator, data)
+        self.target_prefetch = None
+        if self.targets:
+            self.targets.check_covers(self.loader.shards.keys, cfg.data.shards)
+            self.target_prefetch = TargetPrefetcher(self.targets, self.loader.planner)
 
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
-        self.objective = build_objective(cfg).to(dist.device)
+        self.objective = build_objective(cfg, teacher_width=self.targets.width if self.targets else None
+                                         ).to(dist.device)
         if cfg.stage == "vjepa" and self.zero_stage == 3:
             raise ConfigError("the vjepa stage's EMA update needs full parameters: use ZeRO stage 1 or 2")
         optimizer = build_optimizer(self.objective.trainable_modules(), cfg.optim)
@@ -78,6 +99,8 @@ class Trainer:
                                                                  optimizer=optimizer, config=ds_cfg)
         self.teacher_fingerprint = encoder_fingerprint(cfg.teacher.path) if cfg.stage == "student" and \
             cfg.teacher.path and not cfg.targets.cache else None
+        if self.targets:
+            self.teacher_fingerprint = self.targets.teacher_fingerprint
         peak, source = peak_tflops(dist.device, self.compute_dtype, cfg.run.peak_tflops)
         self.metrics = MetricsLogger(self.run_dir, cfg.stage, cfg.run.steps, peak, source, dist.world,
                                      dist.is_main, cfg.run.tensorboard)
@@ -91,6 +114,13 @@ class Trainer:
                   f"ZeRO {self.zero_stage}, {self.compute_dtype or torch.float32} compute, "
                   f"{len(self.loader)} batches/epoch, peak {peak:.3g} TFLOP/s ({source}), run {self.run_dir}",
                   flush=True)
+            if self.targets:
+                print(f"[student] targets from cache {cfg.targets.cache}: {self.targets.num_views} views per sample, "
+                      f"{self.targets.dtype}, teacher {self.targets.teacher_fingerprint[:12]}", flush=True)
+                decoded_on = getattr(self.loader, "device", "cpu")  # the reference loader decodes on the CPU
+                note = self.targets.decode_note(cfg.data.loader, decoded_on)
+                if note:
+                    print(note, flush=True)
 
     # ------------------------------------------------------------------ set-up
 
@@ -139,13 +169,15 @@ class Trainer:
                 batch = next(batches)
                 video = batch.video.to(self.dist.device, non_blocking=True)  # (B * V, C, T, H, W)
                 masks = [m.to(self.dist.device, non_blocking=True) for m in batch.masks]
+                targets = self._cached_targets(batch) if self.targets else None  # (B, N, D) float32
                 data_s += time.perf_counter() - t_data
-                out = self.engine(video, masks)
+                out = self.engine(video, masks) if targets is None else self.engine(video, masks, targets)
                 self.engine.backward(out.loss)
                 self.engine.step()
                 losses.append(out.loss.detach())
                 clips += video.shape[0]
-                flops += objective_step_flops(self.objective, batch.masks).train_step * video.shape[0]
+                flops += objective_step_flops(self.objective, batch.masks, cached_targets=targets is not None
+                                              ).train_step * video.shape[0]
             if isinstance(self.objective, VJEPAObjective):
                 self.objective.ema_update(momentum_schedule(self.step, total, cfg.ema.start, cfg.ema.end))
             loss = float(torch.stack(losses).float().mean())  # waits for the step to finish
@@ -170,6 +202,13 @@ class Trainer:
                 "train_flops": self.flops_done, "final_loss": last_row["loss"], "world": self.dist.world,
                 "trained_params": self.num_params(), "last_window": last_row})
         return last_row
+
+    def _cached_targets(self, batch: VideoBatch) -> torch.Tensor:
+        try:
+            stored = self.target_prefetch.get(batch.keys, batch.view_ids, batch.epoch, batch.index)
+        except TargetCacheError as e:
+            raise TrainingError(str(e)) from None
+        return stored.decode(self.dist.device)  # (B, N, D) float32
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -216,7 +255,8 @@ class Trainer:
         self.step = int(state["step"])
         self.flops_done = float(state.get("flops_done", 0.0))
         if self.teacher_fingerprint and state.get("teacher_fingerprint") not in (None, self.teacher_fingerprint):
-            raise ConfigError(f"--resume: the teacher at {self.cfg.teacher.path} is not the one this run started with")
+            where = f"target cache {self.cfg.targets.cache}" if self.targets else f"teacher at {self.cfg.teacher.path}"
+            raise ConfigError(f"--resume: the {where} is not the one this run started with")
         loaders = state.get("loader", [])
         if len(loaders) == self.dist.world:
             self.loader.load_state_dict(loaders[self.dist.rank])
@@ -236,6 +276,9 @@ class Trainer:
     def close(self) -> None:
         self.metrics.close()
         self.loader.close()
+        if self.targets:
+            self.target_prefetch.close()
+            self.targets.close()
 
 
 def _as_float(x) -> float | None:
