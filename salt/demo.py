@@ -19,6 +19,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from salt.report import fmt_flops, write_report
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -160,7 +162,7 @@ class Demo:
 
         budget = teacher["train_flops"] + student["train_flops"]
         steps = self.vjepa_steps(budget)
-        self.say(f"V-JEPA baseline (EMA target) at the teacher+student budget: {budget / 1e12:.1f} TFLOP, {steps} steps")
+        self.say(f"V-JEPA baseline (EMA target) at the teacher+student budget: {fmt_flops(budget)}, {steps} steps")
         vjepa = self.train("vjepa", self.out / "vjepa", steps)
 
         self.say("frozen attentive probes")
@@ -181,7 +183,6 @@ class Demo:
         loader = self.loader_throughput()
         runs = {"teacher": teacher, "student": student, "student (cached targets)": student_cache,
                 "V-JEPA (EMA)": vjepa}
-        from salt.report import write_report
 
         report = write_report(self.out, size=self.size_name, size_cfg=asdict(s), runs=runs, probes=probes,
                               student_history=history, loader=loader,

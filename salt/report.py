@@ -15,6 +15,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def fmt_flops(flops: float) -> str:
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9)):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return "0" if flops == 0 else f"{flops:.3g} FLOP"
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
@@ -92,7 +99,7 @@ def write_report(out: Path, *, size: str, size_cfg: dict, runs: dict[str, dict],
         own = run["train_flops"] if run else 0.0
         total = own + (teacher_flops if name.startswith("student") else 0.0)
         loss = f"{run['final_loss']:.4f}" if run else "–"
-        lines.append(f"| {name} | {own / 1e12:.1f} TFLOP | {total / 1e12:.1f} TFLOP | {loss} | "
+        lines.append(f"| {name} | {fmt_flops(own)} | {fmt_flops(total)} | {loss} | "
                      f"{100 * probe['top1']:.1f}% |")
     lines += ["", "Students count their teacher's FLOPs in \"FLOPs to produce it\"; the V-JEPA baseline was given "
               "the teacher + online-student budget. Probe: learned-query cross-attention on the frozen encoder's "
