@@ -27,6 +27,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import av
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -128,15 +129,19 @@ def run_dali_native(cfg: LoaderConfig, decode_only: bool) -> Iterator[int]:
         return fn.crop_mirror_normalize(x, mirror=fn.random.coin_flip(), mean=[m * 255 for m in cfg.mean],
                                         std=[s * 255 for s in cfg.std], output_layout="CFHW", dtype=types.FLOAT)
 
-    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+    from nvidia.dali.plugin.pytorch import feed_ndarray
 
     p = pipe()
     p.build()
-    it = DALIGenericIterator([p], ["video"], reader_name="reader", last_batch_policy=LastBatchPolicy.DROP,
-                             auto_reset=True)
-    while True:
-        for batch in it:
-            yield batch[0]["video"].shape[0]
+    while True:  # the reader wraps around at the end of an epoch
+        (out,) = p.run()
+        if decode_only:  # frames keep each source's size: count them, no dense tensor to copy
+            yield len(out)
+            continue
+        dense = out.as_tensor()
+        target = torch.empty(dense.shape(), dtype=torch.float32)
+        feed_ndarray(dense, target)  # the same copy into torch as salt's loader makes
+        yield target.shape[0]
 
 
 def run_vjepa(cfg: LoaderConfig, sources: list[str]) -> Iterator[int]:

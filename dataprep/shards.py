@@ -21,12 +21,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from dataprep.codecs import CODECS, DEFAULT_CODEC, codec_spec
 from dataprep.inputs import InputVideo, inputs_fingerprint, list_inputs, part_slice
 from dataprep.journal import JobMismatch, Journal, Segment
 from dataprep.pool import ordered_map
 from dataprep.tarshard import ShardWriter
 from dataprep.transcode import TranscodeFailure, TranscodeOptions, VideoResult, transcode_video
+from dataprep.video_codecs import CODECS, DEFAULT_CODEC, codec_spec
 from salt.atomic import write_json_atomic, write_jsonl_atomic
 
 MANIFEST_FORMAT = "salt-shards/1"

@@ -19,8 +19,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# `deepspeed dataprep/targets.py` puts dataprep/ first on sys.path, where codecs.py would shadow the
-# standard library's; import everything by its full name from the repository root instead.
+# `deepspeed dataprep/targets.py` puts dataprep/ first on sys.path; import everything by its full name
+# from the repository root instead, so no module of dataprep/ can shadow a library.
 _here = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
 sys.path.insert(0, str(_here.parent))
@@ -29,6 +29,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 
+from salt.config import ConfigError, overrides_from_args  # noqa: E402
 from salt.data.target_cache import STORAGE_DTYPES  # noqa: E402
 
 
@@ -60,20 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p = build_parser()
     args, rest = p.parse_known_args(argv)
-    overrides, i = [], 0
-    while i < len(rest):
-        item = rest[i]
-        if not item.startswith("--"):
-            p.error(f"unexpected argument {item!r}")
-        if "=" in item:
-            overrides.append(item[2:])
-        elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
-            overrides.append(f"{item[2:]}={rest[i + 1]}")
-            i += 1
-        else:
-            p.error(f"{item} needs a value (--key.sub=value)")
-        i += 1
-    return args, overrides
+    try:
+        return args, overrides_from_args(rest)
+    except ConfigError as e:
+        p.error(str(e))
 
 
 def resolve_job(args: argparse.Namespace, overrides: list[str]):
@@ -107,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(argv)
     from dataprep.targets_job import TargetJobError, run_job
     from dataprep.targets_verify import verify_cache
-    from salt.config import ConfigError
     from salt.data.plan import LoaderError
     from salt.data.shardset import ShardSetError
 

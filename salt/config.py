@@ -260,6 +260,24 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = value
 
 
+def overrides_from_args(rest: list[str]) -> list[str]:
+    """Command-line leftovers `--key.sub=value` or `--key.sub value` → `key.sub=value` overrides."""
+    overrides, i = [], 0
+    while i < len(rest):
+        item = rest[i]
+        if not item.startswith("--"):
+            raise ConfigError(f"unexpected argument {item!r}")
+        if "=" in item:
+            overrides.append(item[2:])
+        elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+            overrides.append(f"{item[2:]}={rest[i + 1]}")
+            i += 1
+        else:
+            raise ConfigError(f"{item} needs a value (--key.sub=value)")
+        i += 1
+    return overrides
+
+
 def resolve_config_path(name: str) -> Path:
     """A path, or the name of a file in salt/configs (with or without .yaml)."""
     p = Path(name)

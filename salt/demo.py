@@ -19,6 +19,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import yaml
+
 from salt.report import fmt_flops, write_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +46,7 @@ SIZES = {
                      ("--model.depth=2", "--data.crop_size=32", "--data.num_frames=8", "--data.frame_stride=4",
                       "--predictor.depth=1", "--decoder.depth=1", "--data.shuffle_buffer=16")),
     # the default: about 15 minutes on 2 CPU cores
-    "small": DemoSize(400, 100, 150, 250, 16, 4, 2, 30, 2),
+    "small": DemoSize(400, 100, 120, 200, 16, 3, 2, 20, 1),
     # longer runs of the same model: about an hour on 2 CPU cores
     "medium": DemoSize(1000, 200, 400, 1200, 16, 6, 4, 40, 3),
 }
@@ -73,7 +75,7 @@ class Demo:
             raise SystemExit(f"demo step failed (exit {proc.returncode}): {printable}")
 
     def train_args(self, stage: str, run_dir: Path, steps: int, *extra: str) -> list[str]:
-        every = max(1, steps // self.size.checkpoints)
+        every = max(1, -(-steps // self.size.checkpoints))  # ceil: exactly `checkpoints` exports, the last at the end
         return ["python", "salt/train.py", "--config", "tiny", "--stage", stage, "--shards", str(self.train_shards),
                 "--run-dir", str(run_dir), "--steps", str(steps), f"--data.batch_size={self.size.batch_size}",
                 f"--data.loader={self.loader}", f"--run.checkpoint_every={every}", "--run.export_history=true",
@@ -95,6 +97,10 @@ class Demo:
 
     def train(self, stage: str, run_dir: Path, steps: int, *extra: str) -> dict:
         if not self.finished(run_dir, steps):
+            saved = run_dir / "config.yaml"
+            if saved.exists() and yaml.safe_load(saved.read_text())["run"]["steps"] != steps:
+                raise SystemExit(f"{run_dir} holds a run of another length (an earlier demo size or version); "
+                                 f"remove {self.out} to start the demo over")
             resume = ["--resume"] if (run_dir / "checkpoints" / "latest").exists() else []
             self.run(self.train_args(stage, run_dir, steps, *extra) + resume)
         return json.loads((run_dir / "summary.json").read_text())
@@ -134,7 +140,8 @@ class Demo:
         if not out.exists():
             args = ["python", "-m", "salt.eval.probe", "--encoder", str(encoder), "--train", str(self.train_shards),
                     "--val", str(self.val_shards), "--epochs", str(self.size.probe_epochs), "--train-views",
-                    str(self.size.probe_train_views), "--batch-size", str(self.size.batch_size), "--loader",
+                    str(self.size.probe_train_views), "--eval-clips", "2", "--eval-crops", "1",
+                    "--batch-size", str(self.size.batch_size), "--loader",
                     self.loader, "--json", str(out)]
             self.run(args + (["--random-init"] if random_init else []))
         return json.loads(out.read_text())

@@ -30,7 +30,7 @@ def peak_tflops(device: torch.device, dtype: torch.dtype | None, configured: flo
     return measure_matmul_tflops(device, dtype or torch.float32), "measured matmul peak"
 
 
-def measure_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 1024, repeats: int = 5) -> float:
+def measure_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
     """Best of a few large matmuls in the training dtype: what this device actually sustains."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(_here.parent))
 
 import argparse  # noqa: E402
 
-from salt.config import ConfigError, load_config  # noqa: E402
+from salt.config import ConfigError, load_config, overrides_from_args  # noqa: E402
 
 FIRST_CLASS = {"stage": "stage", "shards": "data.shards", "run_dir": "run.dir", "steps": "run.steps",
                "teacher": "teacher.path", "deepspeed_config": "run.deepspeed_config"}
@@ -41,20 +41,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args, rest = p.parse_known_args(argv)
     overrides = [f"{key}={getattr(args, name)}" for name, key in FIRST_CLASS.items() if getattr(args, name) is not None]
-    i = 0
-    while i < len(rest):
-        item = rest[i]
-        if not item.startswith("--"):
-            p.error(f"unexpected argument {item!r}")
-        if "=" in item:
-            overrides.append(item[2:])
-        elif i + 1 < len(rest) and not rest[i + 1].startswith("--"):
-            overrides.append(f"{item[2:]}={rest[i + 1]}")
-            i += 1
-        else:
-            p.error(f"{item} needs a value (--key.sub=value)")
-        i += 1
-    return args, overrides
+    try:
+        return args, overrides + overrides_from_args(rest)
+    except ConfigError as e:
+        p.error(str(e))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,14 +22,7 @@ from salt.models.rope import apply_rope, rope_tables
 TINY = {"img_size": 32, "num_frames": 4, "patch_size": 16, "tubelet_size": 2}  # 2x2x2 = 8 tokens
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    """These models are tiny: on this 2-vCPU VM, waking a second OpenMP thread for every op made a
-    training step up to ~200x slower (1.4 s instead of 7 ms, measured). One thread is fast and steady."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def n_params(m: torch.nn.Module) -> int:

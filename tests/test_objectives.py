@@ -22,14 +22,7 @@ GEOM = {"img_size": 16, "num_frames": 4, "patch_size": 4, "tubelet_size": 2}
 DEC = DecoderSpec(64, 2, 4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    """These models are tiny: on this 2-vCPU VM, waking a second OpenMP thread for every op made a
-    training step up to ~200x slower (1.4 s instead of 7 ms, measured). One thread is fast and steady."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def encoder(width: int = 64, seed: int = 0) -> VideoViT:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataprep.codecs import codec_spec
+from dataprep.video_codecs import codec_spec
 
 
 class ShardSetError(Exception):

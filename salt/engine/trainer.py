@@ -79,6 +79,8 @@ class Trainer:
         ds_cfg = reconcile(load_ds_config(cfg.run.deepspeed_config), cfg, dist.world)
         self.zero_stage = zero_stage(ds_cfg)
         self.compute_dtype = autocast_dtype(ds_cfg)
+        # measured (on a CPU) before any loader thread starts competing for the cores
+        peak, source = peak_tflops(dist.device, self.compute_dtype, cfg.run.peak_tflops)
         self.mask_generator = build_masks(cfg)
         # student stage from a target cache: each sample loads one of the cache's K views per epoch
         self.targets = open_target_cache(cfg) if cfg.stage == "student" and cfg.targets.cache else None
@@ -101,7 +103,6 @@ class Trainer:
             cfg.teacher.path and not cfg.targets.cache else None
         if self.targets:
             self.teacher_fingerprint = self.targets.teacher_fingerprint
-        peak, source = peak_tflops(dist.device, self.compute_dtype, cfg.run.peak_tflops)
         self.metrics = MetricsLogger(self.run_dir, cfg.stage, cfg.run.steps, peak, source, dist.world,
                                      dist.is_main, cfg.run.tensorboard)
         torch.manual_seed(cfg.run.seed + 1000 * dist.rank)  # drop-path differs across ranks
