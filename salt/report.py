@@ -49,9 +49,9 @@ def plot_losses(run_dirs: dict[str, Path], path: Path) -> None:
         rows = read_metrics(d)
         if rows:
             ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=name)
-    ax.set_title("Training loss per stage")
+    ax.set_title("Training loss per stage (teacher: pixel MSE; others: L1 on latents)", fontsize=10)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (teacher: pixel MSE; student, V-JEPA: L1 on latents)")
+    ax.set_ylabel("loss (log scale)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
