@@ -70,18 +70,10 @@ class Sweep:
 
 
 def vjepa_steps(budget: float, batch: int) -> int:
-    import torch
-
-    from salt.build import build_masks, build_objective
+    from salt.build import steps_for_budget
     from salt.config import load_config
-    from salt.flops import objective_step_flops
 
-    cfg = load_config("tiny", ["stage=vjepa", f"data.batch_size={batch}"])
-    with torch.device("meta"):
-        objective = build_objective(cfg)
-    gen, g = build_masks(cfg), torch.Generator().manual_seed(0)
-    per_clip = sum(objective_step_flops(objective, gen(batch, g)).train_step for _ in range(50)) / 50
-    return max(1, round(budget / (per_clip * batch)))
+    return steps_for_budget(load_config("tiny", ["stage=vjepa", f"data.batch_size={batch}"]), budget)
 
 
 def mean_sd(values: list[float]) -> str:

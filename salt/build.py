@@ -91,3 +91,16 @@ def main_encoder(objective: nn.Module) -> VideoViT:
         if isinstance(getattr(objective, name, None), VideoViT):
             return getattr(objective, name)
     raise TypeError(f"{type(objective).__name__} has no encoder")
+
+
+def steps_for_budget(cfg: Config, budget: float, draws: int = 50) -> int:
+    """Optimizer steps of `cfg`'s stage that spend `budget` model FLOPs (analytic FLOPs of the built
+    objective, on the meta device, averaged over `draws` mask batches): matched-compute baselines."""
+    from salt.flops import objective_step_flops
+
+    with torch.device("meta"):
+        objective = build_objective(cfg)
+    gen, g = build_masks(cfg), torch.Generator().manual_seed(0)
+    clips = cfg.data.batch_size * cfg.data.views_per_sample * cfg.optim.accumulation
+    per_clip = sum(objective_step_flops(objective, gen(clips, g)).train_step for _ in range(draws)) / draws
+    return max(1, round(budget / (per_clip * clips)))

@@ -120,21 +120,12 @@ class Demo:
                           "--short-side", "64", "--shard-samples", "100"])
 
     def vjepa_steps(self, budget: float) -> int:
-        """Steps of the V-JEPA baseline that spend `budget` FLOPs, from the analytic model and drawn masks."""
-        import torch
-
-        from salt.build import build_masks, build_objective
+        """Steps of the V-JEPA baseline that spend `budget` FLOPs."""
+        from salt.build import steps_for_budget
         from salt.config import load_config
-        from salt.flops import objective_step_flops
 
         overrides = ["stage=vjepa", f"data.batch_size={self.size.batch_size}"] + [a[2:] for a in self.size.model_args]
-        cfg = load_config("tiny", overrides)
-        with torch.device("meta"):
-            objective = build_objective(cfg)
-        gen, g = build_masks(cfg), torch.Generator().manual_seed(0)
-        per_clip = sum(objective_step_flops(objective, gen(cfg.data.batch_size, g)).train_step
-                       for _ in range(50)) / 50
-        return max(1, round(budget / (per_clip * cfg.data.batch_size)))
+        return steps_for_budget(load_config("tiny", overrides), budget)
 
     def probe(self, encoder: Path, out: Path, random_init: bool = False) -> dict:
         if not out.exists():
