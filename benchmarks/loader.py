@@ -86,22 +86,16 @@ def measure(make: Callable[[], Iterator[int]], seconds: float) -> dict:
     return {"clips_per_s": clips / elapsed, "first_batch_s": first, "peak_rss_mb": mem.peak / 2**20}
 
 
-def _forever(loader) -> Iterator[int]:
-    while True:
-        for batch in loader:
-            yield batch.video.shape[0]
-
-
 def run_dali(cfg: LoaderConfig) -> Iterator[int]:
     from salt.data.dali_loader import DaliVideoLoader
 
-    yield from _forever(DaliVideoLoader(cfg))
+    yield from (batch.video.shape[0] for batch in DaliVideoLoader(cfg).endless())
 
 
 def run_reference(cfg: LoaderConfig) -> Iterator[int]:
     from salt.data.reference_loader import ReferenceVideoLoader
 
-    yield from _forever(ReferenceVideoLoader(cfg))
+    yield from (batch.video.shape[0] for batch in ReferenceVideoLoader(cfg).endless())
 
 
 def run_dali_native(cfg: LoaderConfig, decode_only: bool) -> Iterator[int]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import webdataset as wds
+
+from salt.atomic import file_sha256
 
 DALI_INDEX_VERSION = "v1.2"
 TAR_MTIME = 0.0  # fixed member times keep shard bytes a function of their contents
@@ -89,13 +90,10 @@ class ShardWriter:
         self._tar.close()  # also closes the file
         index = self.final.with_suffix(".idx")
         write_dali_index(self.tmp, index)
-        digest = hashlib.sha256()
-        with open(self.tmp, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        digest = file_sha256(self.tmp)
         size = self.tmp.stat().st_size
         os.replace(self.tmp, self.final)
-        return ShardInfo(self.final.name, index.name, self.samples, size, digest.hexdigest(),
+        return ShardInfo(self.final.name, index.name, self.samples, size, digest,
                          self.first_key or "", self.last_key or "")
 
     def abort(self) -> None:

@@ -192,29 +192,14 @@ class Demo:
         return report
 
     def loader_throughput(self, seconds: float = 5.0) -> dict:
+        """Clips/s of both loaders on the training shards, measured as benchmarks/loader.py does."""
+        from benchmarks.loader import measure, run_dali, run_reference
         from salt.config import load_config
-        from salt.data.dali_loader import DaliVideoLoader
-        from salt.data.reference_loader import ReferenceVideoLoader
 
         cfg = load_config("tiny", [f"data.shards={self.train_shards}", f"data.batch_size={self.size.batch_size}"]
                           + [a[2:] for a in self.size.model_args if a.startswith("--data.")]).data
-        out = {}
-        for name, cls in (("dali", DaliVideoLoader), ("reference", ReferenceVideoLoader)):
-            loader, clips = cls(cfg), 0
-            it = iter(_forever(loader))
-            next(it)
-            t = time.perf_counter()
-            while time.perf_counter() - t < seconds:
-                clips += next(it)
-            out[name] = clips / (time.perf_counter() - t)
-            loader.close()
-        return out
-
-
-def _forever(loader):
-    while True:
-        for batch in loader:
-            yield batch.video.shape[0]
+        return {name: measure(lambda run=run: run(cfg), seconds)["clips_per_s"]
+                for name, run in (("dali", run_dali), ("reference", run_reference))}
 
 
 def main(argv: list[str] | None = None) -> int:

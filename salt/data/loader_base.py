@@ -46,6 +46,11 @@ class VideoLoaderBase:
             yield batch
         self.epoch, self.next_index = self.epoch + 1, 0  # work in flight runs on into the next epoch
 
+    def endless(self) -> Iterator[VideoBatch]:
+        """Batches epoch after epoch, for step-counted loops (training, throughput measurements)."""
+        while True:
+            yield from self
+
     def _next(self) -> VideoBatch:
         raise NotImplementedError
 

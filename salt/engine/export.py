@@ -3,7 +3,6 @@ a student run, and what downstream users load."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from salt.atomic import write_json_atomic
+from salt.atomic import file_sha256, write_json_atomic
 from salt.models import VideoViT, build_encoder
 
 EXPORT_DIR = "export"
@@ -43,14 +42,6 @@ def export_encoder(encoder: VideoViT, info: EncoderInfo, folder: str | Path) -> 
     tmp.replace(weights)
     write_json_atomic(folder / "encoder.json", {**asdict(info), "sha256": file_sha256(weights)})
     return weights
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def find_encoder(path: str | Path) -> Path:

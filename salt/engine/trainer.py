@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -151,14 +150,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def _batches(self) -> Iterator[VideoBatch]:
-        while True:
-            yield from self.loader
-
     def train(self) -> dict | None:
         cfg, total = self.cfg, self.cfg.run.steps
         end = min(total, cfg.run.stop_after) if cfg.run.stop_after else total
-        batches = self._batches()
+        batches = self.loader.endless()
         window, last_row = Window(), None
         self.engine.train()
         while self.step < end:
