@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from multiprocessing import get_context
 from pathlib import Path
 
 import av
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import format_table, median, write_result  # noqa: E402
 from salt.data.config import LoaderConfig  # noqa: E402
 from salt.data.shardset import ShardSet  # noqa: E402
+from salt.processes import mp_context  # noqa: E402
 
 LOADERS = ("dali", "dali-native", "dali-decode", "reference", "vjepa", "decode")
 
@@ -147,9 +147,16 @@ def run_vjepa(cfg: LoaderConfig, sources: list[str]) -> Iterator[int]:
             yield batch.shape[0]
 
 
-def _decode_all(payloads: list[bytes]) -> int:
+_PAYLOADS: list[bytes] = []
+
+
+def _hold_payloads(payloads: list[bytes]) -> None:
+    _PAYLOADS[:] = payloads
+
+
+def _decode_all(_: int) -> int:
     frames = 0
-    for data in payloads:
+    for data in _PAYLOADS:
         with av.open(io.BytesIO(data)) as c:
             c.streams.video[0].thread_count = 1
             for _ in c.decode(video=0):
@@ -160,11 +167,12 @@ def _decode_all(payloads: list[bytes]) -> int:
 def decode_limit(shards: ShardSet, seconds: float, processes: int) -> dict:
     """Sequential decode of whole payloads, one process per core, for about `seconds`."""
     payloads = [shards.video_bytes(i) for i in range(min(len(shards), 64))]
-    chunks = [payloads[k::processes] for k in range(processes)]
-    with get_context("fork").Pool(processes) as pool:
+    # every process decodes its own copy of the payloads, handed over once when it starts
+    with mp_context().Pool(processes, initializer=_hold_payloads, initargs=(payloads,)) as pool:
+        pool.map(_decode_all, range(processes), chunksize=1)  # warm up: started and decoded once
         frames, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            frames += sum(pool.map(_decode_all, chunks))
+            frames += sum(pool.map(_decode_all, range(processes), chunksize=1))
         elapsed = time.perf_counter() - t0
     return {"frames_per_s": frames / elapsed}
 

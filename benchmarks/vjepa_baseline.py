@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from salt.data.decode import augment
 from salt.data.views import ViewRecipe, train_view
+from salt.processes import mp_context
 
 
 class SourceVideoDataset(Dataset):
@@ -37,4 +38,4 @@ def vjepa_style_loader(paths: list[str], recipe: ViewRecipe, batch_size: int, wo
     ds = SourceVideoDataset(paths, recipe, mean, std, seed)
     g = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True, generator=g,
-                      persistent_workers=workers > 0, multiprocessing_context="fork" if workers else None)
+                      persistent_workers=workers > 0, multiprocessing_context=mp_context() if workers else None)

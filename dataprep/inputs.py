@@ -1,5 +1,11 @@
 """The input list of a shard job: a directory of videos or a manifest, sorted so that sample keys,
-shard contents and `--part` slices are the same on every machine and for any worker count."""
+shard contents and `--part` slices are the same on every machine and for any worker count.
+
+A directory scan decides by content, not by suffix: every regular file is a candidate that a worker
+opens (`transcode.probe_video`), except sidecar files (subtitles, labels, notes), hidden files and
+things that are not regular files, which are listed as skipped here. A suffix only says what a
+candidate claims to be: a `.mp4` without a video stream is a failure, an `.m4a` without one is skipped.
+Nothing in the folder goes unlisted."""
 
 from __future__ import annotations
 
@@ -9,9 +15,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-# Files we try to decode when scanning a directory; anything else there is ignored, not failed.
+# Suffixes that claim a video: such a file without a decodable video stream is a failed input.
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv",
-                            ".flv", ".ts", ".3gp", ".ogv", ".gif"})
+                            ".flv", ".ts", ".mts", ".m2ts", ".mxf", ".vob", ".y4m", ".dv", ".3gp", ".ogv",
+                            ".gif", ".asf", ".rm", ".rmvb", ".f4v", ".h264", ".h265", ".hevc", ".ivf"})
+# Files beside videos that are never inputs: listed as skipped without being opened.
+SIDECAR_SUFFIXES = frozenset({".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".txt", ".md", ".srt", ".vtt",
+                              ".ass", ".ssa", ".sub", ".sbv", ".nfo", ".xml", ".yaml", ".yml", ".log",
+                              ".html", ".pdf", ".sha256", ".md5"})
 
 
 @dataclass(frozen=True)
@@ -20,16 +31,43 @@ class InputVideo:
     path: str  # absolute path
     source: str  # as recorded in metadata: relative to the input directory, or as the manifest gave it
     label: str | None
+    claims_video: bool = True  # listed in a manifest or named like a video: no video stream is a failure
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    source: str  # relative to the input directory
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"path": self.source, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class InputScan:
+    """What a scan found: candidate inputs (sorted, indexed) and the files set aside without opening."""
+
+    inputs: list[InputVideo]
+    skipped: list[SkippedFile]
+
+    @property
+    def files_seen(self) -> int:
+        return len(self.inputs) + len(self.skipped)
 
 
 def list_inputs(source: str | Path) -> list[InputVideo]:
-    """Sorted inputs from a directory (label = first-level sub-folder, none for flat files) or a
+    return scan_inputs(source).inputs
+
+
+def scan_inputs(source: str | Path) -> InputScan:
+    """Sorted candidates from a directory (label = first-level sub-folder, none for flat files) or a
     manifest (.csv with a `path` column, or .jsonl with a `path` key; optional `label`)."""
     src = Path(source)
     if not src.exists():
         raise FileNotFoundError(f"input {src} does not exist")
+    skipped: list[SkippedFile] = []
     if src.is_dir():
-        rows = _scan_dir(src)
+        rows, skipped = _scan_dir(src)
     elif src.suffix.lower() == ".csv":
         rows = _read_csv(src)
     elif src.suffix.lower() in (".jsonl", ".ndjson"):
@@ -42,18 +80,34 @@ def list_inputs(source: str | Path) -> list[InputVideo]:
             raise ValueError(f"input {src} lists {source_name!r} twice")
         seen.add(source_name)
     rows.sort(key=lambda r: r[1])
-    return [InputVideo(i, path, name, label) for i, (path, name, label) in enumerate(rows)]
+    claims = src.is_file()  # a manifest's rows are meant as videos
+    inputs = [InputVideo(i, path, name, label, claims or Path(name).suffix.lower() in VIDEO_SUFFIXES)
+              for i, (path, name, label) in enumerate(rows)]
+    return InputScan(inputs, sorted(skipped, key=lambda f: f.source))
 
 
-def _scan_dir(root: Path) -> list[tuple[str, str, str | None]]:
-    rows = []
-    for p in root.rglob("*"):
-        if not p.is_file() or p.suffix.lower() not in VIDEO_SUFFIXES or p.name.startswith("."):
-            continue
+def _scan_dir(root: Path) -> tuple[list[tuple[str, str, str | None]], list[SkippedFile]]:
+    rows, skipped = [], []
+    for p in root.rglob("*"):  # does not follow links to folders: such a link is listed as skipped
         rel = p.relative_to(root)
-        label = rel.parts[0] if len(rel.parts) > 1 else None
-        rows.append((str(p.resolve()), rel.as_posix(), label))
-    return rows
+        hidden = [i for i, part in enumerate(rel.parts) if part.startswith(".")]
+        if hidden:
+            if hidden[0] == len(rel.parts) - 1:  # the hidden file or folder itself: one line for a whole folder
+                skipped.append(SkippedFile(rel.as_posix(), "hidden " + ("folder" if p.is_dir() else "file")))
+            continue
+        if p.is_symlink() and p.is_dir():
+            skipped.append(SkippedFile(rel.as_posix(), "link to a folder (not followed)"))
+        elif p.is_dir():
+            continue
+        elif not p.is_file():
+            what = "broken link" if p.is_symlink() and not p.exists() else "not a regular file"
+            skipped.append(SkippedFile(rel.as_posix(), what))
+        elif p.suffix.lower() in SIDECAR_SUFFIXES:
+            skipped.append(SkippedFile(rel.as_posix(), f"sidecar file ({p.suffix.lower()})"))
+        else:
+            label = rel.parts[0] if len(rel.parts) > 1 else None
+            rows.append((str(p.resolve()), rel.as_posix(), label))
+    return rows, skipped
 
 
 def _resolve(manifest: Path, path: str) -> str:

@@ -14,10 +14,12 @@ from salt.atomic import write_json_atomic
 
 @dataclass
 class Segment:
-    """What happened between two shard boundaries: inputs completed, inputs rejected."""
+    """What happened between two shard boundaries: inputs completed, inputs rejected, files that
+    turned out not to be videos."""
 
     inputs: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
 class JobMismatch(Exception):
@@ -73,14 +75,15 @@ class Journal:
 
     def write_segment(self, number: int, shard: dict[str, Any], seg: Segment, next_pos: tuple[int, int]) -> None:
         write_json_atomic(self.dir / f"shard-{number:06d}.json",
-                          {"shard": shard, "inputs": seg.inputs, "failures": seg.failures, "next": list(next_pos)})
+                          {"shard": shard, "inputs": seg.inputs, "failures": seg.failures, "skipped": seg.skipped,
+                           "next": list(next_pos)})
 
     def write_end(self, seg: Segment) -> None:
-        write_json_atomic(self.end_file, {"inputs": seg.inputs, "failures": seg.failures})
+        write_json_atomic(self.end_file, {"inputs": seg.inputs, "failures": seg.failures, "skipped": seg.skipped})
 
     def complete(self) -> bool:
         return self.end_file.exists()
 
     def tail(self) -> Segment:
         rec = json.loads(self.end_file.read_text())
-        return Segment(rec["inputs"], rec["failures"])
+        return Segment(rec["inputs"], rec["failures"], rec.get("skipped", []))

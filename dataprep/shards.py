@@ -14,20 +14,28 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from dataprep.inputs import InputVideo, inputs_fingerprint, list_inputs, part_slice
+from dataprep.inputs import InputVideo, SkippedFile, inputs_fingerprint, part_slice, scan_inputs
 from dataprep.journal import JobMismatch, Journal, Segment
-from dataprep.pool import ordered_map
+from dataprep.pool import TaskLost, WorkerPool
 from dataprep.tarshard import ShardWriter
-from dataprep.transcode import TranscodeFailure, TranscodeOptions, VideoResult, transcode_video
+from dataprep.transcode import (
+    Probe,
+    TranscodeFailure,
+    TranscodeOptions,
+    VideoResult,
+    probe_video,
+    transcode_video,
+)
 from dataprep.video_codecs import CODECS, DEFAULT_CODEC, codec_spec
-from salt.atomic import write_json_atomic, write_jsonl_atomic
+from salt.atomic import WriteError, write_json_atomic, write_jsonl_atomic
+from salt.interrupt import EXIT_STOPPED, Stopped, raise_on_stop_signals
 
 MANIFEST_FORMAT = "salt-shards/1"
 TAR_OVERHEAD = 3 * 1024  # tar headers and padding of one sample's three members, upper bound
@@ -35,6 +43,27 @@ TAR_OVERHEAD = 3 * 1024  # tar headers and padding of one sample's three members
 
 class JobError(Exception):
     """A job-level failure with a message for the user (bad arguments, failure budget exceeded)."""
+
+
+@dataclass(frozen=True)
+class TimeBudget:
+    """Wall-clock limits per input: a worker past its limit is killed and the input recorded as `timeout`.
+
+    A transcode may take `per_second` seconds per second of input video plus `minimum` (a header that
+    gives no duration gets 10 x minimum); `fixed` replaces that rule with one limit for every video.
+    Opening a file to read its headers gets `minimum` (or `fixed` when smaller)."""
+
+    fixed: float | None = None  # seconds; None: scaled to each input's duration
+    per_second: float = 10.0
+    minimum: float = 60.0
+
+    def probe(self) -> float:
+        return min(self.minimum, self.fixed) if self.fixed else self.minimum
+
+    def transcode(self, seconds: float | None) -> float:
+        if self.fixed:
+            return self.fixed
+        return self.minimum + self.per_second * seconds if seconds is not None else 10 * self.minimum
 
 
 @dataclass(frozen=True)
@@ -71,8 +100,13 @@ class JobConfig:
 
     def validate(self) -> None:
         codec_spec(self.codec)
-        if self.fps is not None and Fraction(self.fps) <= 0:
-            raise JobError(f"--fps must be positive, got {self.fps}")
+        if self.fps is not None:
+            try:
+                fps = Fraction(self.fps)
+            except (ValueError, ZeroDivisionError):
+                raise JobError(f"--fps takes a frame rate like 15 or 30000/1001, got {self.fps!r}") from None
+            if fps <= 0:
+                raise JobError(f"--fps must be positive, got {self.fps}")
         if self.short_side < 0 or self.short_side % 2:
             raise JobError(f"--short-side must be an even number >= 0 (0 keeps the size), got {self.short_side}")
         if self.gop < 1 or self.min_frames < 1:
@@ -92,12 +126,14 @@ class JobSummary:
     manifest: dict[str, Any]
     wall_seconds: float
     resumed_shards: int
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
-    def format(self) -> str:
+    def format(self, max_listed: int = 10) -> str:
         m = self.manifest
         lines = [
             f"shard set   {m['name']}  ({m['codec']}, {m['fps'] or 'source'} fps, short side {m['short_side']}, gop {m['gop']})",
-            f"inputs      {m['num_inputs']} ({m['num_ok']} ok, {m['num_failed']} failed)",
+            f"files       {m.get('num_files_seen', m['num_inputs'])} seen: {m['num_ok']} sharded, "
+            f"{m['num_failed']} failed, {m.get('num_skipped', 0)} skipped",
             f"samples     {m['num_samples']} in {m['num_shards']} shards, {m['total_bytes'] / 1e6:.1f} MB",
             f"video       {m['total_input_seconds']:.1f} s in, {m['total_output_frames']} frames out",
         ]
@@ -106,6 +142,12 @@ class JobSummary:
                          + (" ..." if len(m["classes"]) > 12 else ""))
         if m["failure_reasons"]:
             lines.append("failures    " + "; ".join(f"{n}x {r}" for r, n in m["failure_reasons"].items()))
+        for title, rows in (("failed", self.failures), ("skipped", m.get("skipped", []))):
+            for row in rows[:max_listed]:
+                lines.append(f"  {title:8s}  {row['path']}: {row['reason']}")
+            if len(rows) > max_listed:
+                where = "failures.jsonl" if title == "failed" else "manifest.json"
+                lines.append(f"  {title:8s}  ... and {len(rows) - max_listed} more (see {where})")
         if self.wall_seconds > 0 and self.resumed_shards == 0:
             lines.append(f"throughput  {m['total_input_seconds'] / self.wall_seconds:.1f} s of video per s "
                          f"({self.wall_seconds:.1f} s wall)")
@@ -128,8 +170,10 @@ def _work(args: tuple[InputVideo, TranscodeOptions, int]) -> VideoResult | tuple
         return inp, f"internal error: {type(e).__name__}: {e}"
 
 
-def _crashed(args: tuple[InputVideo, TranscodeOptions, int]) -> tuple[InputVideo, str]:
-    return args[0], "decoder crashed the worker process"
+def _lost_reason(lost: TaskLost, what: str) -> str:
+    if lost.kind == "timeout":
+        return f"timeout: {what} {lost.detail}"
+    return f"decoder crashed the worker process ({what}: {lost.detail})"
 
 
 def _sample_meta(res: VideoResult, clip, key: str, label_index: int | None, codec: str) -> dict[str, Any]:
@@ -152,73 +196,111 @@ def _input_summary(res: VideoResult) -> dict[str, Any]:
 
 
 def run_job(cfg: JobConfig, out: Path, workers: int = 1, overwrite: bool = False,
-            progress: bool = True) -> JobSummary:
+            progress: bool = True, budget: TimeBudget | None = None) -> JobSummary:
+    """Raises JobError (bad arguments, failure budget, a write that failed) and Stopped (SIGTERM or
+    SIGINT: the shard being filled is discarded, finished ones stay, and a rerun resumes)."""
     cfg.validate()
+    budget = budget or TimeBudget()
     t_start = time.perf_counter()
-    all_inputs = list_inputs(cfg.input)
+    scan = scan_inputs(cfg.input)
+    all_inputs = scan.inputs
     if not all_inputs:
-        raise JobError(f"no video files found in {cfg.input}")
+        set_aside = f" ({len(scan.skipped)} files set aside: {_skip_digest(scan.skipped)})" if scan.skipped else ""
+        raise JobError(f"no video files found in {cfg.input}{set_aside}")
     classes = sorted({v.label for v in all_inputs if v.label is not None})
     label_index = {c: i for i, c in enumerate(classes)}
     inputs = all_inputs if cfg.part is None else part_slice(all_inputs, cfg.part, cfg.num_parts or 1)
+    # files set aside by the scan are listed once: in the single job, or in part 0
+    scan_skipped = [f.to_json() for f in scan.skipped] if not cfg.part else []
     out.mkdir(parents=True, exist_ok=True)
 
     journal = Journal(out / f".journal{cfg.suffix}")
-    if overwrite:
-        journal.clear()
-        for p in list(out.glob(f"{cfg.prefix}-[0-9]*.tar")) + list(out.glob(f"{cfg.prefix}-[0-9]*.idx")):
-            p.unlink()
     try:
+        if overwrite:
+            journal.clear()
+            for p in list(out.glob(f"{cfg.prefix}-[0-9]*.tar")) + list(out.glob(f"{cfg.prefix}-[0-9]*.idx")):
+                p.unlink()
         # the failure budget may change between runs (raise it and rerun); nothing else that shapes shards may
         contents = {k: v for k, v in asdict(cfg).items() if k != "max_fail_frac"}
         journal.begin({**contents, "inputs": inputs_fingerprint(inputs), "classes": classes})
     except JobMismatch as e:
         raise JobError(str(e)) from None
+    except WriteError as e:
+        raise JobError(str(e)) from None
     segments = journal.segments()
     if journal.complete():
-        return JobSummary(_finalize(cfg, out, inputs, classes, segments, journal.tail()), 0.0, len(segments))
+        return _summary(cfg, out, inputs, classes, segments, journal.tail(), scan_skipped, 0.0, len(segments))
 
     next_input, next_clip = segments[-1]["next"] if segments else (0, 0)
     todo = [v for v in inputs if v.index >= next_input]
     opts = cfg.transcode_options()
-    budget = int(cfg.max_fail_frac * len(inputs))
+    max_failed = int(cfg.max_fail_frac * len(inputs))
     failed_before = sum(len(s["failures"]) for s in segments)
     max_bytes = cfg.shard_size_mb * 1e6 if cfg.shard_size_mb > 0 else float("inf")
 
     state = _WriterState(out, cfg.prefix, journal, len(segments))
-    bar = tqdm(total=len(inputs), initial=len(inputs) - len(todo), unit="video", disable=not progress,
-               desc=f"shards {cfg.prefix}", dynamic_ncols=True)
     seconds_done, failed = 0.0, failed_before
-    work = ((v, opts, next_clip if v.index == next_input else 0) for v in todo)
+    bar = None
     try:
-        for res in ordered_map(_work, work, workers=max(1, workers), on_crash=_crashed):
-            bar.update(1)
-            if isinstance(res, tuple):
-                inp, reason = res
-                state.segment.failures.append({"index": inp.index, "path": inp.source, "reason": reason})
-                failed += 1
-                if failed > budget:
-                    raise JobError(f"{failed} of {len(inputs)} inputs failed, more than --max-fail-frac "
-                                   f"{cfg.max_fail_frac} allows ({budget}); stopping. Latest: {inp.source}: "
-                                   f"{reason}")
-            else:
-                _write_video(res, state, cfg, label_index, max_bytes)
-                seconds_done += res.source_seconds
-            bar.set_postfix(video_s=f"{seconds_done:.0f}", failed=failed, shards=state.number)
-        state.finish(next_pos=(inputs[-1].index + 1 if inputs else 0, 0))
-    except JobError:
+        with raise_on_stop_signals(), WorkerPool(max(1, min(workers, len(todo) or 1))) as pool:
+            probes = list(tqdm(pool.ordered_map(probe_video, todo, timeout=lambda _: budget.probe()),
+                               total=len(todo), unit="file", disable=not progress, desc=f"probe {cfg.prefix}",
+                               dynamic_ncols=True, leave=False))
+            videos = [p for p in probes if isinstance(p, Probe) and p.failure is None]
+            seconds = {p.input.index: p.seconds for p in videos}
+            work = [(p.input, opts, next_clip if p.input.index == next_input else 0) for p in videos]
+            transcoded = pool.ordered_map(_work, work, timeout=lambda w: budget.transcode(seconds[w[0].index]))
+            bar = tqdm(total=len(inputs), initial=len(inputs) - len(todo), unit="video", disable=not progress,
+                       desc=f"shards {cfg.prefix}", dynamic_ncols=True)
+            for probe in probes:
+                if isinstance(probe, TaskLost):
+                    res: VideoResult | tuple[InputVideo, str] = (probe.item, _lost_reason(probe, "opening the file"))
+                elif probe.failure is not None:
+                    res = (probe.input, probe.failure)
+                else:
+                    res = next(transcoded)
+                    if isinstance(res, TaskLost):
+                        res = (res.item[0], _lost_reason(res, "transcode"))
+                bar.update(1)
+                if isinstance(res, tuple):
+                    inp, reason = res
+                    if isinstance(probe, Probe) and probe.failure is not None and not inp.claims_video:
+                        state.segment.skipped.append({"index": inp.index, "path": inp.source,
+                                                      "reason": f"not a video: {reason}"})
+                        continue
+                    state.segment.failures.append({"index": inp.index, "path": inp.source, "reason": reason})
+                    failed += 1
+                    if failed > max_failed:
+                        raise JobError(f"{failed} of {len(inputs)} inputs failed, more than --max-fail-frac "
+                                       f"{cfg.max_fail_frac} allows ({max_failed}); stopping. Latest: "
+                                       f"{inp.source}: {reason}")
+                else:
+                    _write_video(res, state, cfg, label_index, max_bytes)
+                    seconds_done += res.source_seconds
+                bar.set_postfix(video_s=f"{seconds_done:.0f}", failed=failed, shards=state.number)
+            state.finish(next_pos=(inputs[-1].index + 1 if inputs else 0, 0))
+    except (JobError, WriteError) as e:
         state.abort()
         done = [f for s in journal.segments() for f in s["failures"]] + state.segment.failures
-        write_jsonl_atomic(out / f"failures{cfg.suffix}.jsonl", done)
-        raise
+        try:
+            write_jsonl_atomic(out / f"failures{cfg.suffix}.jsonl", done)
+        except WriteError:
+            pass  # the disk is full: the journal still holds every finished shard's failures
+        raise JobError(str(e)) from None
     except BaseException:
         state.abort()
         raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     segments = journal.segments()
-    return JobSummary(_finalize(cfg, out, inputs, classes, segments, journal.tail()),
-                      time.perf_counter() - t_start, 0 if not segments else len(segments) - state.written)
+    return _summary(cfg, out, inputs, classes, segments, journal.tail(), scan_skipped,
+                    time.perf_counter() - t_start, 0 if not segments else len(segments) - state.written)
+
+
+def _skip_digest(skipped: list[SkippedFile], n: int = 3) -> str:
+    shown = ", ".join(f"{f.source} ({f.reason})" for f in skipped[:n])
+    return shown + (f", and {len(skipped) - n} more" if len(skipped) > n else "")
 
 
 class _WriterState:
@@ -278,21 +360,27 @@ def _write_video(res: VideoResult, state: _WriterState, cfg: JobConfig, label_in
         state.segment.inputs.append(_input_summary(res))
 
 
-def _finalize(cfg: JobConfig, out: Path, inputs: list[InputVideo], classes: list[str],
-              segments: list[dict[str, Any]], tail: Segment) -> dict[str, Any]:
-    """Write manifest and failures from the journal; they describe every input exactly once."""
+def _summary(cfg: JobConfig, out: Path, inputs: list[InputVideo], classes: list[str],
+             segments: list[dict[str, Any]], tail: Segment, scan_skipped: list[dict[str, Any]],
+             wall_seconds: float, resumed: int) -> JobSummary:
+    """Write manifest and failures from the journal; together they name every file exactly once."""
     done_inputs = [i for s in segments for i in s["inputs"]] + tail.inputs
     failures = [f for s in segments for f in s["failures"]] + tail.failures
+    skipped = scan_skipped + [f for s in segments for f in s.get("skipped", [])] + tail.skipped
     shards = [s["shard"] for s in segments]
-    manifest = build_manifest(cfg, classes, shards, done_inputs, failures, len(inputs))
-    write_jsonl_atomic(out / f"failures{cfg.suffix}.jsonl", failures)
-    write_json_atomic(out / f"manifest{cfg.suffix}.json", manifest)
-    return manifest
+    manifest = build_manifest(cfg, classes, shards, done_inputs, failures, skipped)
+    try:
+        write_jsonl_atomic(out / f"failures{cfg.suffix}.jsonl", failures)
+        write_json_atomic(out / f"manifest{cfg.suffix}.json", manifest)
+    except WriteError as e:
+        raise JobError(str(e)) from None
+    return JobSummary(manifest, wall_seconds, resumed, failures)
 
 
 def build_manifest(cfg: JobConfig, classes: list[str], shards: list[dict[str, Any]],
                    done_inputs: list[dict[str, Any]], failures: list[dict[str, Any]],
-                   num_inputs: int) -> dict[str, Any]:
+                   skipped: list[dict[str, Any]]) -> dict[str, Any]:
+    """num_files_seen = num_ok + num_failed + num_skipped: every file of the input is one of them."""
     spec = codec_spec(cfg.codec)
     reasons = Counter(_reason_kind(f["reason"]) for f in failures)
     return {
@@ -306,9 +394,12 @@ def build_manifest(cfg: JobConfig, classes: list[str], shards: list[dict[str, An
         "gop": cfg.gop,
         "clip_seconds": cfg.clip_seconds,
         "classes": classes,
-        "num_inputs": num_inputs,
+        "num_files_seen": len(done_inputs) + len(failures) + len(skipped),
+        "num_inputs": len(done_inputs) + len(failures),
         "num_ok": len(done_inputs),
         "num_failed": len(failures),
+        "num_skipped": len(skipped),
+        "skipped": skipped,
         "failure_reasons": dict(reasons.most_common()),
         "num_shards": len(shards),
         "num_samples": sum(s["samples"] for s in shards),
@@ -352,10 +443,14 @@ def merge_parts(out: Path) -> dict[str, Any]:
     for k in range(n):
         f = out / f"failures-p{k:04d}.jsonl"
         failures += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    skipped = [f for m in manifests for f in m.get("skipped", [])]
+    num_ok = sum(m["num_ok"] for m in manifests)
     manifest = {
         **build_manifest(cfg, manifests[0]["classes"], [s for m in manifests for s in m["shards"]], [], failures,
-                         sum(m["num_inputs"] for m in manifests)),
-        "num_ok": sum(m["num_ok"] for m in manifests),
+                         skipped),
+        "num_files_seen": num_ok + len(failures) + len(skipped),
+        "num_inputs": num_ok + len(failures),
+        "num_ok": num_ok,
         "total_input_seconds": round(sum(m["total_input_seconds"] for m in manifests), 3),
         "total_output_frames": sum(m["total_output_frames"] for m in manifests),
         "frame_sizes": _sum_counts(m["frame_sizes"] for m in manifests),
@@ -379,56 +474,109 @@ def _parse_part(text: str) -> tuple[int, int]:
     try:
         k, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--part takes K/N (e.g. 3/8), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"takes K/N (e.g. 3/8), got {text!r}") from None
     if n < 1 or not 0 <= k < n:
-        raise argparse.ArgumentTypeError(f"--part {text}: need 0 <= K < N")
+        raise argparse.ArgumentTypeError(f"{text}: need 0 <= K < N")
     return k, n
 
 
+def _number(kind: type, low: float, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+    return parse
+
+
+def _fps(text: str) -> str:
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a frame rate like 15 or 30000/1001, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive frame rate, got {text}")
+    return text
+
+
+def _timeout(text: str) -> float | None:
+    if text == "auto":
+        return None
+    return _number(float, 0, "'auto' or seconds >= 0 (0: no limit)")(text) or float("inf")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    positive = _number(int, 1, "an integer >= 1")
     p = argparse.ArgumentParser(prog="python -m dataprep.shards", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                epilog=f"Exit codes: 0 done; 1 failed (failure budget, full disk: the message "
+                                       f"names the file); 2 bad arguments; {EXIT_STOPPED} stopped by SIGTERM or "
+                                       "SIGINT with the finished shards kept (rerun the same command to resume).")
     p.add_argument("--input", help="directory of videos (label = first sub-folder) or a .csv/.jsonl manifest "
                                    "with 'path' and optional 'label'")
     p.add_argument("--out", help="output folder, e.g. shards/NAME; NAME names the shard files")
     p.add_argument("--codec", default=DEFAULT_CODEC, choices=sorted(CODECS),
                    help="vp9 decodes with DALI on CPU and GPU; h264/hevc need NVDEC (GPU) in DALI")
-    p.add_argument("--fps", default=None, help="constant output frame rate (e.g. 15 or 30000/1001); "
-                                              "default keeps each source's rate")
-    p.add_argument("--short-side", type=int, default=256, help="resize so the short side is this (even); 0 keeps")
-    p.add_argument("--clip-seconds", type=float, default=None, help="cut videos into clips this long; "
-                                                                   "default: one sample per video")
-    p.add_argument("--gop", type=int, default=16, help="keyframe interval in frames (closed GOP, no scene cuts)")
-    p.add_argument("--quality", type=int, default=None, help="encoder CRF (vp9 32, h264 23, hevc 28) or "
-                                                             "mjpeg q:v (4)")
-    p.add_argument("--min-frames", type=int, default=16, help="inputs or trailing clips shorter than this "
-                                                              "(after resampling) are dropped")
-    p.add_argument("--shard-size", type=float, default=256.0, help="close a shard at this many MB")
-    p.add_argument("--shard-samples", type=int, default=0, help="close a shard at this many samples (0: no limit)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="parallel transcode processes")
-    p.add_argument("--max-fail-frac", type=float, default=0.05,
+    p.add_argument("--fps", type=_fps, default=None, help="constant output frame rate (e.g. 15 or 30000/1001); "
+                                                         "default keeps each source's rate")
+    p.add_argument("--short-side", type=_number(int, 0, "an even integer >= 0"), default=256,
+                   help="resize so the short side is this (even); 0 keeps")
+    p.add_argument("--clip-seconds", type=_number(float, 1e-9, "a positive number of seconds"), default=None,
+                   help="cut videos into clips this long; default: one sample per video")
+    p.add_argument("--gop", type=positive, default=16, help="keyframe interval in frames (closed GOP, no scene cuts)")
+    p.add_argument("--quality", type=_number(int, 0, "an integer >= 0"), default=None,
+                   help="encoder CRF (vp9 32, h264 23, hevc 28) or mjpeg q:v (4)")
+    p.add_argument("--min-frames", type=positive, default=16, help="inputs or trailing clips shorter than this "
+                                                                   "(after resampling) are dropped")
+    p.add_argument("--shard-size", type=_number(float, 0, "a size in MB >= 0"), default=256.0,
+                   help="close a shard at this many MB (0: no limit)")
+    p.add_argument("--shard-samples", type=_number(int, 0, "an integer >= 0"), default=0,
+                   help="close a shard at this many samples (0: no limit)")
+    p.add_argument("--workers", type=positive, default=min(4, os.cpu_count() or 1), help="parallel transcode processes")
+    p.add_argument("--video-timeout", type=_timeout, default=None, metavar="auto|SECONDS",
+                   help="kill a transcode running longer than this and record the input as 'timeout' (0: no "
+                        f"limit); auto allows {TimeBudget.minimum:.0f} s + {TimeBudget.per_second:.0f} s per "
+                        "second of input video")
+    p.add_argument("--max-fail-frac", type=_number(float, 0, "a fraction in [0, 1]"), default=0.05,
                    help="fail the job (exit 1) when more than this fraction of inputs is rejected")
     p.add_argument("--part", type=_parse_part, default=None, metavar="K/N",
                    help="process only slice K of N of the sorted inputs (for array jobs); then --merge")
     p.add_argument("--overwrite", action="store_true", help="discard earlier output in --out and start over")
     p.add_argument("--merge", metavar="DIR", help="combine the part manifests in DIR into manifest.json")
     p.add_argument("--info", metavar="DIR", help="print the summary of an existing shard set and exit")
+    p.add_argument("--verify", metavar="DIR", help="check every shard of DIR against its manifest (size, sha256, "
+                                                   "index) and exit: 0 when all are intact, 1 naming each bad file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def _read_manifest(folder: str) -> dict[str, Any]:
+    path = Path(folder) / "manifest.json"
+    if not path.exists():
+        parts = " (a --part job: run --merge first)" if list(Path(folder).glob("manifest-p*.json")) else ""
+        raise JobError(f"{folder} holds no shard set: {path.name} is missing{parts}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise JobError(f"{path} is not valid JSON ({e})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.info:
-            manifest = json.loads((Path(args.info) / "manifest.json").read_text())
-            print(JobSummary(manifest, 0.0, 0).format())
+            print(JobSummary(_read_manifest(args.info), 0.0, 0).format())
             return 0
+        if args.verify:
+            return _verify(args.verify)
         if args.merge:
             print(JobSummary(merge_parts(Path(args.merge)), 0.0, 0).format())
             return 0
         if not args.input or not args.out:
-            raise JobError("--input and --out are required (or use --merge / --info)")
+            raise JobError("--input and --out are required (or use --merge / --info / --verify)")
         out = Path(args.out)
         part, num_parts = args.part if args.part else (None, None)
         cfg = JobConfig(input=str(args.input), name=out.name, codec=args.codec, fps=args.fps,
@@ -436,7 +584,13 @@ def main(argv: list[str] | None = None) -> int:
                         quality=args.quality, min_frames=args.min_frames, shard_size_mb=args.shard_size,
                         shard_samples=args.shard_samples, max_fail_frac=args.max_fail_frac, part=part,
                         num_parts=num_parts)
-        summary = run_job(cfg, out, workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+        budget = TimeBudget(fixed=args.video_timeout)
+        summary = run_job(cfg, out, workers=args.workers, overwrite=args.overwrite, progress=not args.quiet,
+                          budget=budget)
+    except Stopped as e:
+        done = len(Journal(Path(args.out) / f".journal{cfg.suffix}").segments())
+        print(f"{e}: {done} shards finished in {args.out}; rerun the same command to resume", file=sys.stderr)
+        return EXIT_STOPPED
     except (JobError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -447,6 +601,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{cfg.max_fail_frac}; see {out / f'failures{cfg.suffix}.jsonl'}", file=sys.stderr)
         return 1
     return 0
+
+
+def _verify(folder: str) -> int:
+    from salt.data.shardset import verify_shard_set
+
+    _read_manifest(folder)
+    problems = verify_shard_set(folder)
+    for line in problems:
+        print(f"bad: {line}", file=sys.stderr)
+    print(f"{folder}: {'all shards intact' if not problems else f'{len(problems)} problems'}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import argparse
 import csv
 import io
 import os
-from multiprocessing import Pool
 from pathlib import Path
 
 import av
@@ -23,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dataprep.synth_render import CLASSES, PAIRS, SynthVideo, render_scene
+from salt.processes import mp_context
 
 __all__ = [
     "CLASSES",
@@ -147,7 +147,7 @@ def write_dataset(
     bar = tqdm(total=videos, desc="synth videos", unit="video", disable=not progress)
     rows: list[tuple[str, str]] = []
     if workers > 1:
-        with Pool(min(workers, videos)) as pool:
+        with mp_context().Pool(min(workers, videos)) as pool:
             for row in pool.imap_unordered(_write_video_job, jobs, chunksize=4):
                 rows.append(row)
                 bar.update()

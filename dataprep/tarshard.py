@@ -9,7 +9,7 @@ from pathlib import Path
 
 import webdataset as wds
 
-from salt.atomic import file_sha256
+from salt.atomic import file_sha256, reporting_write_errors
 
 DALI_INDEX_VERSION = "v1.2"
 TAR_MTIME = 0.0  # fixed member times keep shard bytes a function of their contents
@@ -80,16 +80,24 @@ class ShardWriter:
     def write(self, key: str, components: dict[str, bytes]) -> None:
         if "." in key or "/" in key:
             raise ValueError(f"sample key {key!r} may not contain '.' or '/'")
-        self._tar.write({"__key__": key, **components})
+        with reporting_write_errors(self.final):
+            self._tar.write({"__key__": key, **components})
         self.samples += 1
         self.bytes = self._file.tell()
         self.first_key = self.first_key or key
         self.last_key = key
 
     def close(self) -> ShardInfo:
-        self._tar.close()  # also closes the file
+        """Raises WriteError naming the shard or its index when the disk is full; nothing is renamed then."""
         index = self.final.with_suffix(".idx")
-        write_dali_index(self.tmp, index)
+        with reporting_write_errors(self.final):
+            self._tar.close()  # also closes the file
+        try:
+            with reporting_write_errors(index):
+                write_dali_index(self.tmp, index)
+        except BaseException:
+            tmp_name(index).unlink(missing_ok=True)
+            raise
         digest = file_sha256(self.tmp)
         size = self.tmp.stat().st_size
         os.replace(self.tmp, self.final)
@@ -99,5 +107,7 @@ class ShardWriter:
     def abort(self) -> None:
         try:
             self._tar.close()
+        except OSError:
+            pass  # a full disk: the partial file goes anyway
         finally:
             self.tmp.unlink(missing_ok=True)

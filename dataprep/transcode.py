@@ -71,9 +71,16 @@ def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def transcode_video(inp: InputVideo, opts: TranscodeOptions, skip_clips: int = 0) -> VideoResult:
-    """Raises TranscodeFailure for inputs that yield no sample. `skip_clips` > 0 decodes but does not
-    encode the first clips (a resumed job already wrote them)."""
+@dataclass(frozen=True)
+class Probe:
+    """What opening a candidate input found, before any decoding."""
+
+    input: InputVideo
+    seconds: float | None  # container or stream duration; None when the header does not say
+    failure: str | None  # why it cannot become a sample; None for a video
+
+
+def _open(inp: InputVideo) -> av.container.InputContainer:
     try:
         size = os.path.getsize(inp.path)
     except OSError as e:
@@ -81,14 +88,41 @@ def transcode_video(inp: InputVideo, opts: TranscodeOptions, skip_clips: int = 0
     if size == 0:
         raise TranscodeFailure("empty file")
     try:
-        container = av.open(inp.path, metadata_errors="ignore")
+        return av.open(inp.path, metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
         raise TranscodeFailure(f"not a readable video: {e}") from None
-    with container:
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams})
-            raise TranscodeFailure("no video stream" + (f" (only {', '.join(kinds)})" if kinds else ""))
-        stream = container.streams.video[0]
+
+
+def _video_stream(container: av.container.InputContainer) -> av.VideoStream:
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
+        raise TranscodeFailure("no video stream" + (f" (only {', '.join(kinds)})" if kinds else ""))
+    return container.streams.video[0]
+
+
+def probe_video(inp: InputVideo) -> Probe:
+    """Opens the file and reads its headers: is there a video stream, and how long is it."""
+    try:
+        with _open(inp) as container:
+            stream = _video_stream(container)
+            if stream.duration is not None and stream.time_base:
+                seconds = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                seconds = container.duration / av.time_base
+            else:
+                seconds = None
+            return Probe(inp, seconds if seconds is None or seconds >= 0 else None, None)
+    except TranscodeFailure as e:
+        return Probe(inp, None, str(e))
+    except Exception as e:  # noqa: BLE001 - one bad file must not stop the job; its reason is recorded
+        return Probe(inp, None, f"internal error: {type(e).__name__}: {e}")
+
+
+def transcode_video(inp: InputVideo, opts: TranscodeOptions, skip_clips: int = 0) -> VideoResult:
+    """Raises TranscodeFailure for inputs that yield no sample. `skip_clips` > 0 decodes but does not
+    encode the first clips (a resumed job already wrote them)."""
+    with _open(inp) as container:
+        stream = _video_stream(container)
         src_rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         if not src_rate or src_rate <= 0:
             raise TranscodeFailure("no usable frame rate in the stream header")
