@@ -550,6 +550,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", metavar="DIR", help="check every shard of DIR against its manifest (size, sha256, "
                                                    "index) and exit: 0 when all are intact, 1 naming each bad file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    ray = p.add_argument_group("Ray", "run the parts of the job as Ray tasks (pip install -e '.[ray]'); the result "
+                                      "equals the --part K/N jobs of a local run plus --merge")
+    ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="'auto' (the cluster this node belongs to), HOST:PORT, ray://HOST:PORT, or nothing "
+                          "for a local Ray instance")
+    ray.add_argument("--ray-tasks", type=positive, default=None, metavar="N",
+                     help="split the sorted inputs into N parts, one Ray task each (default: one per 32 inputs)")
+    ray.add_argument("--ray-cpus-per-task", type=_number(float, 1e-3, "a positive number"), default=1.0,
+                     help="Ray CPUs reserved by one task; it runs that many transcode processes")
+    ray.add_argument("--ray-max-retries", type=_number(int, 0, "an integer >= 0"), default=3,
+                     help="times Ray reruns a task whose worker or node died (it resumes from its journal)")
     return p
 
 
@@ -585,8 +596,17 @@ def main(argv: list[str] | None = None) -> int:
                         shard_samples=args.shard_samples, max_fail_frac=args.max_fail_frac, part=part,
                         num_parts=num_parts)
         budget = TimeBudget(fixed=args.video_timeout)
-        summary = run_job(cfg, out, workers=args.workers, overwrite=args.overwrite, progress=not args.quiet,
-                          budget=budget)
+        if args.ray:
+            from dataprep.ray_shards import RayOptions, run_on_ray
+
+            if args.overwrite:
+                raise JobError("--overwrite is not supported with --ray: remove the output folder instead")
+            ray_opts = RayOptions(address=None if args.ray == "local" else args.ray, tasks=args.ray_tasks,
+                                  cpus_per_task=args.ray_cpus_per_task, max_retries=args.ray_max_retries)
+            summary = run_on_ray(cfg, out, ray_opts, budget=budget, progress=not args.quiet)
+        else:
+            summary = run_job(cfg, out, workers=args.workers, overwrite=args.overwrite, progress=not args.quiet,
+                              budget=budget)
     except Stopped as e:
         done = len(Journal(Path(args.out) / f".journal{cfg.suffix}").segments())
         print(f"{e}: {done} shards finished in {args.out}; rerun the same command to resume", file=sys.stderr)
