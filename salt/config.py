@@ -144,8 +144,13 @@ class Config:
         _check(self.data.mode != "precompute", "data.mode", "precompute is the target-cache job's mode "
                "(python -m dataprep.targets), not a training mode")
         _check(self.run.steps >= 1, "run.steps", "must be >= 1")
-        _check(self.run.log_every >= 1 and self.run.checkpoint_every >= 1, "run.log_every",
-               "log_every and checkpoint_every must be >= 1")
+        _check(self.run.log_every >= 1, "run.log_every", f"must be >= 1, got {self.run.log_every}")
+        _check(self.run.checkpoint_every >= 1, "run.checkpoint_every", f"must be >= 1, got {self.run.checkpoint_every}")
+        _check(self.run.stop_after is None or self.run.stop_after >= 1, "run.stop_after",
+               f"must be >= 1 (or null: run to run.steps), got {self.run.stop_after}")
+        _check(self.run.keep_checkpoints >= 1, "run.keep_checkpoints", f"must be >= 1, got {self.run.keep_checkpoints}")
+        _check(self.run.threads is None or self.run.threads >= 1, "run.threads",
+               f"must be >= 1 (or null: cores / processes), got {self.run.threads}")
         _check(self.optim.accumulation >= 1, "optim.accumulation", "must be >= 1")
         if self.stage == "student":
             _check(bool(self.teacher.path or self.targets.cache), "teacher.path",

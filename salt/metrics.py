@@ -1,5 +1,8 @@
 """Training metrics: per-window step timing (data wait vs compute), throughput, model FLOP/s and MFU,
-written to metrics.jsonl (and TensorBoard when installed) and shown as one console line per window."""
+written to metrics.jsonl (and TensorBoard when installed) and shown as one console line per window.
+
+A resumed run first drops the rows past its checkpoint's step (they were written after that checkpoint,
+by the run that stopped), so each step appears once in metrics.jsonl."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from salt.atomic import reporting_write_errors, write_text_atomic
 
 # dense bf16 tensor-core peaks (TFLOP/s) of common training GPUs, by a substring of the device name
 GPU_PEAK_BF16 = {"H200": 989.4, "H100": 989.4, "GH200": 989.4, "B200": 2250.0, "A100": 312.0, "L40S": 362.0,
@@ -79,19 +84,47 @@ class Window:
             self.extra.setdefault(k, []).append(v)
 
 
+def trim_rows(path: Path, last_step: int) -> int:
+    """Keeps the rows of `path` up to `last_step` (and drops a line cut short by a kill), atomically.
+    Returns how many rows were dropped."""
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            step = None
+        if isinstance(step, int) and step <= last_step:
+            kept.append(line + "\n")
+        else:
+            dropped += 1
+    if dropped:
+        write_text_atomic(path, "".join(kept))
+    return dropped
+
+
 class MetricsLogger:
     def __init__(self, run_dir: Path, stage: str, total_steps: int, peak: float, peak_source: str, world: int,
-                 is_main: bool, tensorboard: bool):
+                 is_main: bool, tensorboard: bool, resume_step: int | None = None):
+        """resume_step: a resumed run's checkpoint step; rows past it are dropped first (main rank)."""
         self.stage, self.total, self.peak, self.peak_source = stage, total_steps, peak, peak_source
         self.world, self.is_main = world, is_main
         self.path = run_dir / "metrics.jsonl"
-        self._file = open(self.path, "a") if is_main else None
+        if is_main and resume_step is not None:
+            trim_rows(self.path, resume_step)
+        self._file = None
+        if is_main:
+            with reporting_write_errors(self.path):
+                self._file = open(self.path, "a")
         self._tb = None
         if is_main and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+                # events past the checkpoint (from the run that stopped) are purged when logging resumes
+                purge = {"purge_step": resume_step + 1} if resume_step is not None else {}
+                self._tb = SummaryWriter(str(run_dir / "tensorboard"), **purge)
             except ImportError:
                 pass
         self._start = time.perf_counter()
@@ -118,8 +151,9 @@ class MetricsLogger:
         }
         row["mfu"] = row["tflops"] / self.peak if row["tflops"] is not None and self.peak else None
         if self._file:
-            self._file.write(json.dumps(row) + "\n")
-            self._file.flush()
+            with reporting_write_errors(self.path):
+                self._file.write(json.dumps(row) + "\n")
+                self._file.flush()
         if self._tb:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k not in ("step", "time") and v is not None:

@@ -21,17 +21,34 @@ sys.path.insert(0, str(_here.parent))
 
 import argparse  # noqa: E402
 
-from salt.config import ConfigError, load_config, overrides_from_args  # noqa: E402
+import yaml  # noqa: E402
+
+from salt.config import ConfigError, load_config, overrides_from_args, resolve_config_path  # noqa: E402
+from salt.interrupt import EXIT_STOPPED, Stopped, raise_on_stop_signals  # noqa: E402
+
+# exit codes (README, "Exit codes"): EXIT_STOPPED (75, EX_TEMPFAIL) is "stopped early by a signal, resumable"
+EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 FIRST_CLASS = {"stage": "stage", "shards": "data.shards", "run_dir": "run.dir", "steps": "run.steps",
                "teacher": "teacher.path", "deepspeed_config": "run.deepspeed_config"}
 
 
+class BadArguments(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        raise BadArguments(f"{message} (salt/train.py --help lists the flags)")
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
-    p = argparse.ArgumentParser(prog="salt/train.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    """Raises BadArguments or ConfigError."""
+    p = _Parser(prog="salt/train.py", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--config", default="tiny", help="YAML file, or a name in salt/configs (default: tiny)")
-    p.add_argument("--stage", choices=("teacher", "student", "vjepa"), help="what to train")
+    p.add_argument("--stage", choices=("teacher", "student", "vjepa"),
+                   help="what to train (required, unless the --config file sets stage)")
     p.add_argument("--shards", help="training shard set (shards/NAME)")
     p.add_argument("--run-dir", help="run folder: config.yaml, metrics.jsonl, checkpoints/, export/")
     p.add_argument("--steps", type=int, help="optimizer steps")
@@ -41,40 +58,77 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args, rest = p.parse_known_args(argv)
     overrides = [f"{key}={getattr(args, name)}" for name, key in FIRST_CLASS.items() if getattr(args, name) is not None]
+    return args, overrides + overrides_from_args(rest)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
+    return text or type(e).__name__
+
+
+def _config(args: argparse.Namespace, overrides: list[str]):
+    """The run's config; the stage must be chosen (--stage, or `stage:` in the config file)."""
     try:
-        return args, overrides + overrides_from_args(rest)
-    except ConfigError as e:
-        p.error(str(e))
+        cfg = load_config(args.config, overrides)
+        if args.stage is None:
+            tree = yaml.safe_load(resolve_config_path(args.config).read_text()) or {}
+            if "stage" not in tree and not any(o.startswith("stage=") for o in overrides):
+                raise ConfigError("no stage chosen: pass --stage teacher, student or vjepa")
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {args.config} (or an override) is not valid YAML: {_one_line(e)}") from None
+    except OSError as e:
+        raise ConfigError(f"config {args.config} cannot be read: {e.strerror or e}") from None
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, overrides = parse_args(argv)
+    """Exit codes: 0 done (or run.stop_after reached), 1 failed while training, 2 bad input (nothing was
+    trained or written), 75 stopped by SIGTERM/SIGINT after writing a checkpoint: continue with --resume."""
     try:
-        cfg = load_config(args.config, overrides)
-    except ConfigError as e:
+        args, overrides = parse_args(argv)
+        cfg = _config(args, overrides)
+    except (BadArguments, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
+    from salt.atomic import WriteError
     from salt.data.plan import LoaderError
     from salt.data.shardset import ShardSetError
+    from salt.data.target_cache import TargetCacheError
+    from salt.engine.checkpoint import CheckpointError, tag_for
     from salt.engine.distributed import init_distributed, set_threads
+    from salt.engine.stopping import FirstSignal
     from salt.engine.trainer import Trainer, TrainingError
 
-    dist = init_distributed()
-    set_threads(cfg.run.threads, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world)))
     try:
-        trainer = Trainer(cfg, dist, resume=args.resume)
-    except (ConfigError, FileNotFoundError, LoaderError, ShardSetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        with raise_on_stop_signals():  # before the first step there is nothing to save: stop at once
+            dist = init_distributed()
+            set_threads(cfg.run.threads, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world)))
+            try:
+                trainer = Trainer(cfg, dist, resume=args.resume)
+            except (ConfigError, FileNotFoundError, LoaderError, ShardSetError, TargetCacheError,
+                    CheckpointError, WriteError) as e:
+                print(f"error: {_one_line(e)}", file=sys.stderr)
+                return EXIT_BAD_INPUT if not isinstance(e, WriteError) else EXIT_FAILED
+    except Stopped as e:
+        print(f"stopped by {e.signame} before the first step; nothing was written: run the same command again",
+              file=sys.stderr)
+        return EXIT_STOPPED
+    stop = FirstSignal().install()  # from here a signal stops the run at the next step boundary
     try:
-        trainer.train()
-    except TrainingError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        trainer.train(stop)
+    except (TrainingError, LoaderError, ShardSetError, WriteError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         trainer.close()
-    return 0
+        stop.uninstall()
+    if trainer.stopped_by:
+        if dist.is_main:
+            print(f"stopped by {trainer.stopped_by} at step {trainer.step}: checkpoint written to "
+                  f"{trainer.ckpt_dir / tag_for(trainer.step)}; continue with --resume", file=sys.stderr, flush=True)
+        return EXIT_STOPPED
+    return EXIT_DONE
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ def test_teacher_run_learns_and_exports(teacher_run):
     ckpts = sorted(p.name for p in (teacher_run / "checkpoints").glob("step_*"))
     assert ckpts == ["step_00000030", "step_00000060"]
     assert (teacher_run / "checkpoints" / "latest").read_text() == "step_00000060"
+    summary = json.loads((teacher_run / "summary.json").read_text())
+    assert summary["finished"] is True and summary["stopped_by"] is None and summary["step"] == 60
+    assert summary["bad_samples"] == 0 and summary["bad_keys"] == []
 
 
 def test_student_run_from_teacher_learns_and_leaves_teacher_untouched(teacher_run, synth_shards, tmp_path):
@@ -98,6 +101,8 @@ def test_resume_continues_with_the_same_losses(synth_shards, tmp_path):
     assert train(synth_shards, tmp_path / "full", "teacher", 12, *common) == 0
     assert train(synth_shards, tmp_path / "cut", "teacher", 12, *common, "--run.stop_after=6") == 0
     assert max(losses(tmp_path / "cut")) == 6
+    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert summary["finished"] is False and summary["stopped_by"] == "run.stop_after"
     assert train(synth_shards, tmp_path / "cut", "teacher", 12, *common, "--resume") == 0
     full, cut = losses(tmp_path / "full"), losses(tmp_path / "cut")
     assert sorted(cut) == list(range(1, 13))

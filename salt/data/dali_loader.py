@@ -11,6 +11,7 @@ decode error. `benchmarks/loader.py` measures both feeds on the same data.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 
@@ -174,18 +175,20 @@ class DaliVideoLoader(VideoLoaderBase):
         """A decode failed somewhere in the batches in flight: find the samples DALI cannot decode and
         skip them from now on (or raise under strict mode)."""
         candidates = {s.index: s for plan in (self._feeder.in_flight if self._feeder else []) for s in plan.samples}
-        bad = [s for i, s in sorted(candidates.items()) if i not in self.planner.bad and not self._decodes(s)]
+        failures = ((s, self._decode_error(s)) for i, s in sorted(candidates.items()) if i not in self.planner.bad)
+        bad = [(s, why) for s, why in failures if why is not None]
         self._stop()
         if not bad:
-            raise LoaderError(f"the DALI pipeline failed, and no sample in flight fails on its own: {error}") from error
+            raise LoaderError(f"the DALI pipeline failed, and no sample in flight fails on its own: "
+                              f"{_last_line(error)}") from error
         if self.cfg.strict:
-            s = bad[0]
-            raise CorruptSampleError.for_sample(self.shards.shard_of(s.index), s.key, _last_line(error)) from error
-        for s in bad:
+            s, why = bad[0]
+            raise CorruptSampleError.for_sample(self.shards.shard_of(s.index), s.key, why) from None
+        for s, _ in bad:
             self._mark_bad(s.index)
 
-    def _decodes(self, sample: SamplePlan) -> bool:
-        """Does this one sample decode in DALI with its planned frames?"""
+    def _decode_error(self, sample: SamplePlan) -> str | None:
+        """Why this one sample does not decode in DALI with its planned frames (None: it decodes)."""
         from nvidia.dali import fn, pipeline_def, types
 
         data = np.frombuffer(self.shards.video_bytes(sample.index), dtype=np.uint8)
@@ -202,9 +205,18 @@ class DaliVideoLoader(VideoLoaderBase):
             p = probe()
             p.build()
             p.run()
-            return True
-        except RuntimeError:
-            return False
+            return None
+        except RuntimeError as e:
+            return _cause(e)
+
+
+def _cause(error: BaseException) -> str:
+    """The line of a DALI error that says what went wrong: the one after "encountered:", without its assert
+    ('Assert on "frames_decoders_[s]->IsValid()" failed: Failed to create video decoder for "memory file"')."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if "encountered:" in lines and lines.index("encountered:") + 1 < len(lines):
+        return re.sub(r'^Assert on ".*?" failed:\s*', "", lines[lines.index("encountered:") + 1])
+    return _last_line(error)
 
 
 def _last_line(error: BaseException) -> str:

@@ -28,6 +28,7 @@ class VideoLoaderBase:
         self.masks = MaskPrefetcher(mask_generator, cfg.seed, rank)
         self.stats = LoaderStats()
         self.epoch, self.next_index = 0, 0
+        self._new_bad: list[tuple[str, str]] = []  # (key, shard) found bad since take_new_bad()
 
     def __len__(self) -> int:
         return self.planner.batches_per_epoch
@@ -63,6 +64,12 @@ class VideoLoaderBase:
             self.planner.bad.add(index)
             self.stats.bad_samples += 1
             self.stats.bad_keys.append(self.shards.keys[index])
+            self._new_bad.append((self.shards.keys[index], self.shards.shard_of(index)))
+
+    def take_new_bad(self) -> list[tuple[str, str]]:
+        """(key, shard) of each sample found undecodable (and skipped) since the last call."""
+        new, self._new_bad = self._new_bad, []
+        return new
 
     def _assemble(self, plan: BatchPlan, video: torch.Tensor) -> VideoBatch:
         """video: (V * B, C, T, S, S), view-major: rows [v * B, (v + 1) * B) are view v of each sample."""
@@ -91,6 +98,9 @@ class VideoLoaderBase:
         self.epoch, self.next_index = int(state["epoch"]), int(state["batch"])
         index = {k: i for i, k in enumerate(self.shards.keys)} if state.get("bad_keys") else {}
         self.planner.bad = {index[k] for k in state.get("bad_keys", []) if k in index}
+        # the run's count goes on from the checkpoint's (these are not new: take_new_bad() leaves them out)
+        self.stats.bad_keys = sorted(self.shards.keys[i] for i in self.planner.bad)
+        self.stats.bad_samples = len(self.stats.bad_keys)
 
     def close(self) -> None:
         self._stop()

@@ -7,6 +7,10 @@ decode, and the baseline the DALI pipeline is measured against.
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing.util  # noqa: F401  (its exit hook, registered first, runs after ours)
+import signal
+import weakref
 from collections.abc import Iterator, Sequence
 
 import av
@@ -20,6 +24,7 @@ from salt.data.loader_base import VideoLoaderBase
 from salt.data.plan import BatchPlanner, CorruptSampleError, LoaderError
 from salt.data.shardset import ShardSet
 from salt.masks import MaskGenerator
+from salt.processes import loader_context
 
 
 class _Batches(IterableDataset):
@@ -61,6 +66,42 @@ class _Batches(IterableDataset):
             raise _SampleFailed(sample.index, sample.key, f"{type(e).__name__}: {e}") from None
 
 
+def _leave_signals_to_the_job(_worker_id: int) -> None:
+    """Workers ignore SIGINT (Ctrl-C reaches the whole process group) and SIGTERM (the deepspeed launcher
+    terminates each rank's whole process tree): the training process stops at a step boundary and then
+    ends its workers itself (`_shut_down`); a worker killed first would fail the batch in flight (and a
+    worker killed by a signal makes DataLoader raise in the training process at once)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+_workers: weakref.WeakSet = weakref.WeakSet()  # every worker process started, until it is gone
+
+
+def _shut_down(it: Iterator | None) -> None:
+    """Ends a DataLoader iterator's workers now. Since they ignore SIGTERM, DataLoader's last resort
+    (terminate) and multiprocessing's at exit (terminate, then join without a timeout) cannot end one:
+    a worker still alive after DataLoader's shutdown is killed."""
+    if it is None:
+        return
+    procs = list(getattr(it, "_workers", []))
+    shutdown = getattr(it, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+    for w in procs:
+        if w.is_alive():
+            w.kill()
+            w.join(timeout=5)
+
+
+@atexit.register
+def _kill_leftover_workers() -> None:
+    for w in list(_workers):
+        if w.is_alive():
+            w.kill()
+            w.join(timeout=5)
+
+
 class _SampleFailed(Exception):
     def __init__(self, index: int, key: str, reason: str):
         super().__init__(reason)
@@ -78,12 +119,15 @@ class ReferenceVideoLoader(VideoLoaderBase):
                       set(self.planner.bad), self.planner.only_shards)
         workers = min(self.cfg.threads, len(self) - self.next_index)
         dl = DataLoader(ds, batch_size=None, num_workers=workers, prefetch_factor=self.cfg.prefetch if workers else None,
-                        persistent_workers=False, multiprocessing_context="fork" if workers else None)
+                        persistent_workers=False, multiprocessing_context=loader_context([__name__]) if workers else None,
+                        worker_init_fn=_leave_signals_to_the_job if workers else None)
         self._it = iter(dl)
+        _workers.update(getattr(self._it, "_workers", []))
 
     def _stop(self) -> None:
         super()._stop()
-        self._it = None
+        it, self._it = self._it, None
+        _shut_down(it)
 
     def _next(self) -> VideoBatch:
         if self._it is None:
@@ -93,11 +137,12 @@ class ReferenceVideoLoader(VideoLoaderBase):
         except StopIteration:
             raise LoaderError("reference loader ended its epoch early") from None
         except CorruptSampleError as e:  # re-raised by DataLoader with the worker's traceback as text
-            self._it = None
+            self._stop()
             last = str(e).strip().splitlines()[-1]
             raise CorruptSampleError(last.split("CorruptSampleError: ", 1)[-1]) from None
         for i in new_bad:
             self._mark_bad(i)
         if self.next_index + 1 >= len(self):
-            self._it = None  # the next epoch starts new workers
+            it, self._it = self._it, None  # the next epoch starts new workers
+            _shut_down(it)
         return self._assemble(plan, video)

@@ -2,7 +2,8 @@
 
 DeepSpeed writes the checkpoint's files; after every rank has finished, rank 0 marks the folder
 complete and only then replaces `latest` (atomically). A crash mid-save leaves `latest` at the
-previous checkpoint; loading also skips any folder without its mark.
+previous checkpoint; loading also skips any folder without its mark. A write that fails (a full disk)
+raises WriteError naming the checkpoint, after removing the half-written folder.
 """
 
 from __future__ import annotations
@@ -11,10 +12,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from salt.atomic import write_text_atomic
+from salt.atomic import write_error, write_text_atomic
 from salt.engine.distributed import barrier
+from salt.engine.stopping import collective_failed
 
 COMPLETE = "COMPLETE"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded (damaged, or written by another model or DeepSpeed config)."""
 
 
 def tag_for(step: int) -> str:
@@ -24,12 +30,21 @@ def tag_for(step: int) -> str:
 def save_checkpoint(engine, folder: Path, step: int, client_state: dict[str, Any], keep: int,
                     is_main: bool) -> str:
     tag = tag_for(step)
-    folder.mkdir(parents=True, exist_ok=True)
-    engine.save_checkpoint(str(folder), tag=tag, client_state=client_state, save_latest=False)
-    barrier()
+    path = folder / tag
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        engine.save_checkpoint(str(folder), tag=tag, client_state=client_state, save_latest=False)
+        barrier()
+        if is_main:
+            write_text_atomic(path / COMPLETE, f"{step}\n")
+            write_text_atomic(folder / "latest", tag)
+    except (OSError, RuntimeError) as e:
+        if collective_failed(e):  # another rank is gone: not a write error
+            raise
+        # a rank that could not write its part removes the folder; `latest` still names the previous one
+        shutil.rmtree(path, ignore_errors=True)
+        raise write_error(path, e) from e
     if is_main:
-        write_text_atomic(folder / tag / COMPLETE, f"{step}\n")
-        write_text_atomic(folder / "latest", tag)
         for old in complete_tags(folder)[:-max(1, keep)]:
             shutil.rmtree(folder / old, ignore_errors=True)
     barrier()
@@ -39,6 +54,11 @@ def save_checkpoint(engine, folder: Path, step: int, client_state: dict[str, Any
 def complete_tags(folder: Path) -> list[str]:
     """Complete checkpoints, oldest first."""
     return sorted(p.name for p in folder.glob("step_*") if (p / COMPLETE).exists())
+
+
+def incomplete_tags(folder: Path) -> list[str]:
+    """Checkpoint folders without their mark: a run stopped (killed) while writing them."""
+    return sorted(p.name for p in folder.glob("step_*") if p.is_dir() and not (p / COMPLETE).exists())
 
 
 def latest_tag(folder: Path) -> str | None:
@@ -52,8 +72,15 @@ def latest_tag(folder: Path) -> str | None:
 
 
 def load_checkpoint(engine, folder: Path, tag: str) -> dict[str, Any]:
-    path, client_state = engine.load_checkpoint(str(folder), tag=tag, load_optimizer_states=True,
-                                                load_lr_scheduler_states=False)
+    try:
+        path, client_state = engine.load_checkpoint(str(folder), tag=tag, load_optimizer_states=True,
+                                                    load_lr_scheduler_states=False)
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
+        if collective_failed(e):
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot load checkpoint {folder / tag}: {reason}; remove it to resume from an "
+                              "earlier one, or start a new --run-dir") from None
     if path is None:
-        raise RuntimeError(f"DeepSpeed could not load checkpoint {folder / tag}")
+        raise CheckpointError(f"DeepSpeed could not load checkpoint {folder / tag}")
     return client_state or {}

@@ -1,8 +1,16 @@
-"""The training loop of every stage: DeepSpeed engine, schedules, metrics, checkpoints, resume, export."""
+"""The training loop of every stage: DeepSpeed engine, schedules, metrics, checkpoints, resume, export.
+
+A run stops early on SIGTERM or SIGINT at a step boundary (the same step on every rank), after writing a
+checkpoint: `Trainer.stopped_by` names the signal and a later --resume continues exactly. Samples that
+fail to decode are skipped, each logged once on the main rank's console, and listed in summary.json.
+"""
 
 from __future__ import annotations
 
 import math
+import shutil
+import signal
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -11,16 +19,17 @@ import deepspeed
 import torch
 import yaml
 
-from salt.atomic import write_json_atomic, write_text_atomic
+from salt.atomic import reporting_write_errors, write_json_atomic, write_text_atomic
 from salt.build import build_masks, build_objective, encoder_info, main_encoder
 from salt.config import Config, ConfigError, dump_config, to_dict
 from salt.data.batch import VideoBatch
 from salt.data.config import LoaderConfig
 from salt.data.target_cache import TargetCache, TargetCacheError, TargetPrefetcher, teacher_fingerprint
-from salt.engine.checkpoint import latest_tag, load_checkpoint, save_checkpoint, tag_for
+from salt.engine.checkpoint import incomplete_tags, latest_tag, load_checkpoint, save_checkpoint, tag_for
 from salt.engine.deepspeed_setup import TrainableParts, autocast_dtype, load_ds_config, reconcile, zero_stage
 from salt.engine.distributed import DistInfo, all_gather_objects, barrier, mean_across_ranks
 from salt.engine.export import EXPORT_DIR, encoder_fingerprint, export_encoder
+from salt.engine.stopping import FirstSignal, LauncherWatch, collective_failed, collective_reason
 from salt.flops import objective_step_flops
 from salt.metrics import MetricsLogger, Window, peak_tflops
 from salt.objectives import VJEPAObjective, momentum_schedule
@@ -33,6 +42,10 @@ RESUMABLE_CHANGES = {"run.steps", "run.stop_after", "run.log_every", "run.checkp
 
 class TrainingError(RuntimeError):
     pass
+
+
+class LostRankError(TrainingError):
+    """A collective failed: another rank is gone (killed, crashed). The run resumes from its latest checkpoint."""
 
 
 def make_loader(cfg: Config, dist: DistInfo, mask_generator, data: LoaderConfig | None = None):
@@ -73,7 +86,7 @@ class Trainer:
         self.cfg, self.dist = cfg, dist
         self.run_dir = Path(cfg.run.dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self._prepare_run_dir(resume)
+        self._check_run_dir(resume)  # nothing is written until the trainer is built (a refused run leaves no trace)
 
         ds_cfg = reconcile(load_ds_config(cfg.run.deepspeed_config), cfg, dist.world)
         self.zero_stage = zero_stage(ds_cfg)
@@ -102,13 +115,16 @@ class Trainer:
             cfg.teacher.path and not cfg.targets.cache else None
         if self.targets:
             self.teacher_fingerprint = self.targets.teacher_fingerprint
-        self.metrics = MetricsLogger(self.run_dir, cfg.stage, cfg.run.steps, peak, source, dist.world,
-                                     dist.is_main, cfg.run.tensorboard)
         torch.manual_seed(cfg.run.seed + 1000 * dist.rank)  # drop-path differs across ranks
         self.step = 0
         self.flops_done = 0.0  # model FLOPs of the steps so far, all ranks (for matched-compute comparisons)
+        self.bad_keys: set[str] = set()  # samples skipped as undecodable, all ranks, the whole run
+        self.stopped_by: str | None = None  # the signal that stopped the run early (train() returned)
         if resume:
             self._resume()
+        self._start_run_dir()
+        self.metrics = MetricsLogger(self.run_dir, cfg.stage, cfg.run.steps, peak, source, dist.world,
+                                     dist.is_main, cfg.run.tensorboard, resume_step=self.step if resume else None)
         if dist.is_main:
             print(f"[{cfg.stage}] {self.num_params() / 1e6:.2f}M trained parameters, world {dist.world}, "
                   f"ZeRO {self.zero_stage}, {self.compute_dtype or torch.float32} compute, "
@@ -124,13 +140,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
 
-    def _prepare_run_dir(self, resume: bool) -> None:
+    def _check_run_dir(self, resume: bool) -> None:
         saved = self.run_dir / "config.yaml"
         if resume:
             if not latest_tag(self.ckpt_dir):
                 raise ConfigError(f"--resume: no complete checkpoint in {self.ckpt_dir}")
             if saved.exists():
-                old = _flatten(yaml.safe_load(saved.read_text()))
+                try:
+                    old = _flatten(yaml.safe_load(saved.read_text()) or {})
+                except (yaml.YAMLError, AttributeError) as e:
+                    raise ConfigError(f"--resume: {saved} is not a config this program wrote "
+                                      f"({_first_line(e)}); start a new --run-dir") from None
                 new = _flatten(to_dict(self.cfg))
                 changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
                 if changed:
@@ -140,9 +160,17 @@ class Trainer:
         elif latest_tag(self.ckpt_dir):
             raise ConfigError(f"{self.run_dir} already holds checkpoints: pass --resume to continue it, or choose "
                               "another --run-dir")
+
+    def _start_run_dir(self) -> None:
+        """Once the trainer is built: the run folder, its resolved config.yaml, and no half-written checkpoint."""
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(saved, dump_config(self.cfg))
+            with reporting_write_errors(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.run_dir / "config.yaml", dump_config(self.cfg))
+            for tag in incomplete_tags(self.ckpt_dir):  # a run killed while writing it; never loaded
+                shutil.rmtree(self.ckpt_dir / tag, ignore_errors=True)
+                print(f"removed incomplete checkpoint {self.ckpt_dir / tag} (the run stopped while writing it)",
+                      flush=True)
         barrier()
 
     def num_params(self) -> int:
@@ -150,7 +178,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def train(self) -> dict | None:
+    def train(self, stop: FirstSignal | None = None) -> dict | None:
+        """stop: the caller's installed stop flag; without one, SIGTERM and SIGINT are caught here while
+        training. Returns the last metrics row; `stopped_by` is set when a signal stopped the run."""
+        own = stop is None
+        stop = FirstSignal().install() if own else stop
+        watch = LauncherWatch(announce=self.dist.is_main).start()
+        try:
+            return self._train(stop)
+        except RuntimeError as e:
+            if not collective_failed(e):
+                raise
+            raise LostRankError(f"rank {self.dist.rank} lost contact with the other ranks after step {self.step} "
+                                f"({collective_reason(e)}); resume the run from its latest checkpoint with --resume"
+                                ) from None
+        finally:
+            watch.stop()
+            if own:
+                stop.uninstall()
+
+    def _train(self, stop: FirstSignal) -> dict | None:
         cfg, total = self.cfg, self.cfg.run.steps
         end = min(total, cfg.run.stop_after) if cfg.run.stop_after else total
         batches = self.loader.endless()
@@ -183,21 +230,49 @@ class Trainer:
             self.flops_done += flops * self.dist.world
             window.add(clips=clips, data_s=data_s, total_s=time.perf_counter() - t0, flops=flops, loss=loss,
                        grad_norm=_as_float(self.engine.get_global_grad_norm()), extra=out.metrics)
-            if self.step % cfg.run.log_every == 0 or self.step == end:
+            # step boundary: one all-reduce says whether any rank was signalled or skipped a sample
+            stopping = self._boundary(stop)
+            if self.step % cfg.run.log_every == 0 or self.step == end or (stopping and window.steps):
                 mean_loss = mean_across_ranks([sum(window.losses) / len(window.losses)])[0]
                 extra = {k: sum(v) / len(v) for k, v in window.extra.items()}
-                extra["bad_samples"] = self.loader.stats.bad_samples
+                extra["bad_samples"] = len(self.bad_keys)
                 last_row = self.metrics.record(self.step, batch.epoch, window, lr, wd, mean_loss,
                                                self.dist.device, extra)
                 window = Window()
-            if self.step % cfg.run.checkpoint_every == 0 or self.step == end:
+            if self.step % cfg.run.checkpoint_every == 0 or self.step == end or stopping:
                 self.checkpoint()
+                # a signal during the checkpoint: stop on it now rather than after one more step
+                stopping = stopping or (self.step < end and self._boundary(stop, bad=False))
+            if stopping and self.step < end:  # a signal at the last step changes nothing
+                self.stopped_by = stopping
+                break
         if self.dist.is_main and last_row is not None:
             write_json_atomic(self.run_dir / "summary.json", {
                 "stage": cfg.stage, "step": self.step, "steps": total, "finished": self.step >= total,
+                "stopped_by": self.stopped_by or ("run.stop_after" if self.step < total else None),
                 "train_flops": self.flops_done, "final_loss": last_row["loss"], "world": self.dist.world,
-                "trained_params": self.num_params(), "last_window": last_row})
+                "trained_params": self.num_params(), "bad_samples": len(self.bad_keys),
+                "bad_keys": sorted(self.bad_keys), "last_window": last_row})
         return last_row
+
+    def _boundary(self, stop: FirstSignal, bad: bool = True) -> str | None:
+        """Collective: the stop signal if any rank got one (all ranks then stop after this step); with
+        `bad`, also gathers the samples skipped since the last boundary and logs each new one once."""
+        new_bad = self.loader.take_new_bad() if bad else []
+        code = int(signal.Signals[stop.signame]) if stop.signame else 0
+        if self.dist.world > 1:
+            flags = torch.tensor([code, len(new_bad)], dtype=torch.int64, device=self.dist.device)
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            code, any_bad = (int(x) for x in flags.tolist())
+            if any_bad:
+                new_bad = [item for rank_bad in all_gather_objects(new_bad) for item in rank_bad]
+        for key, shard in new_bad:
+            if key not in self.bad_keys:
+                self.bad_keys.add(key)
+                if self.dist.is_main:
+                    print(f"skipped undecodable sample {key} in {shard} ({len(self.bad_keys)} skipped so far)",
+                          file=sys.stderr, flush=True)
+        return signal.Signals(code).name if code else None
 
     def _cached_targets(self, batch: VideoBatch) -> torch.Tensor:
         try:
@@ -236,7 +311,8 @@ class Trainer:
         def write() -> None:
             if self.dist.is_main:
                 for folder in folders:
-                    export_encoder(encoder, encoder_info(self.cfg, self.step), folder)
+                    with reporting_write_errors(folder / "encoder.safetensors"):
+                        export_encoder(encoder, encoder_info(self.cfg, self.step), folder)
 
         if self.zero_stage == 3:
             with deepspeed.zero.GatheredParameters(list(encoder.parameters()), modifier_rank=None):
@@ -254,6 +330,7 @@ class Trainer:
             where = f"target cache {self.cfg.targets.cache}" if self.targets else f"teacher at {self.cfg.teacher.path}"
             raise ConfigError(f"--resume: the {where} is not the one this run started with")
         loaders = state.get("loader", [])
+        self.bad_keys = {k for saved in loaders for k in saved.get("bad_keys", [])}
         if len(loaders) == self.dist.world:
             self.loader.load_state_dict(loaders[self.dist.rank])
         elif loaders:
@@ -275,6 +352,11 @@ class Trainer:
         if self.targets:
             self.target_prefetch.close()
             self.targets.close()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _as_float(x) -> float | None:
