@@ -50,3 +50,11 @@ def test_wasted_decode_note():
     assert "decodes 3 of every 4 frames" in note and "--train-clip FRAMESx4@RATE" in note
     built = wasted_decode_note({"fps": "15/2", "train_clip": TrainClip.parse("16x4@30").to_json()}, 2)
     assert "built for 16x4@30" in built
+
+
+def test_a_run_at_a_stride_is_told_what_it_wastes(synth_shards, tmp_path, capsys):
+    from test_train import train
+
+    assert train(synth_shards, tmp_path / "r", "teacher", 1, "--run.log_every=1") == 0  # MICRO: stride 4
+    out = capsys.readouterr().out
+    assert "data.frame_stride=4 decodes 3 of every 4 frames" in out

@@ -25,6 +25,7 @@ from salt.config import Config, ConfigError, dump_config, to_dict
 from salt.data.batch import VideoBatch
 from salt.data.config import LoaderConfig
 from salt.data.target_cache import TargetCache, TargetCacheError, TargetPrefetcher, teacher_fingerprint
+from salt.data.train_clip import wasted_decode_note
 from salt.engine.checkpoint import incomplete_tags, latest_tag, load_checkpoint, save_checkpoint, tag_for
 from salt.engine.deepspeed_setup import TrainableParts, autocast_dtype, load_ds_config, reconcile, zero_stage
 from salt.engine.distributed import DistInfo, all_gather_objects, barrier, mean_across_ranks
@@ -130,6 +131,9 @@ class Trainer:
                   f"ZeRO {self.zero_stage}, {self.compute_dtype or torch.float32} compute, "
                   f"{len(self.loader)} batches/epoch, peak {peak:.3g} TFLOP/s ({source}), run {self.run_dir}",
                   flush=True)
+            wasted = wasted_decode_note(self.loader.shards.manifest, cfg.data.frame_stride)
+            if wasted:
+                print(wasted, flush=True)
             if self.targets:
                 print(f"[student] targets from cache {cfg.targets.cache}: {self.targets.num_views} views per sample, "
                       f"{self.targets.dtype}, teacher {self.targets.teacher_fingerprint[:12]}", flush=True)
