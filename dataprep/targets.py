@@ -10,8 +10,14 @@ training loader itself, so the student stage (`--targets.cache=cache/NAME`) read
 online teacher would compute for the view it loads. Pass the student run's `--config` (and overrides):
 its data section fixes the geometry and view recipe, `teacher.dtype` and the DeepSpeed config's autocast
 fix the teacher's precision. Without --config, the geometry and frame stride are the teacher's own.
-Each file is written under a temporary name and renamed when complete: rerun the same command to
-finish an interrupted job. See README.
+Each file is written under a temporary name and renamed when complete, its size and sha256 recorded in
+meta.json: rerun the same command to finish an interrupted job. --verify hashes every file in full.
+
+Exit codes: 0 done (or this rank's files done), 1 failed (a write error, e.g. a full disk, is one line
+naming the file; --verify: problems found), 75 stopped by SIGTERM/SIGINT at a batch boundary with the
+finished files kept and unfinished ones removed: rerun the same command to resume. Under the deepspeed
+launcher a signal that reaches the launcher itself makes it exit 1 (its own code) while the ranks stop
+the same way. See README.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import os  # noqa: E402
 
 from salt.config import ConfigError, overrides_from_args  # noqa: E402
 from salt.data.target_cache import STORAGE_DTYPES  # noqa: E402
+from salt.interrupt import EXIT_STOPPED  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zstd-level", type=int, default=None, help="zstd level (default: Arrow's)")
     p.add_argument("--overwrite", action="store_true", help="replace a cache in --out made by another job")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--verify", metavar="DIR", help="check a cache: counts, schema, fingerprints, recomputed rows")
+    p.add_argument("--verify", metavar="DIR",
+                   help="check a cache: every file's sha256, counts, schema, fingerprints, recomputed rows")
     p.add_argument("--verify-files", type=int, default=2, help="--verify: files whose first batch is recomputed")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return p
@@ -98,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(argv)
     from dataprep.targets_job import TargetJobError, run_job
     from dataprep.targets_verify import verify_cache
+    from salt.atomic import WriteError
     from salt.data.plan import LoaderError
     from salt.data.shardset import ShardSetError
 
@@ -110,9 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         job = resolve_job(args, overrides)
         rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
         summary = run_job(job, rank, world, overwrite=args.overwrite, progress=not args.quiet)
-    except (TargetJobError, ConfigError, LoaderError, ShardSetError, FileNotFoundError, ValueError) as e:
+    except (TargetJobError, ConfigError, LoaderError, ShardSetError, WriteError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if summary.stopped_by:
+        prefix = f"[rank {rank}/{world}] " if world > 1 else ""
+        print(f"{prefix}stopped by {summary.stopped_by}: {summary.files_finished} of {summary.files_total} files "
+              "finished; rerun the same command to resume", file=sys.stderr, flush=True)
+        return EXIT_STOPPED
     state = "complete" if summary.complete else "waiting for the other ranks' files"
     print(f"[rank {rank}/{world}] {summary.files_done} files written, {summary.files_skipped} already done; "
           f"{summary.samples} samples ({summary.bad} undecodable) in {summary.seconds:.1f} s; cache {job.out} {state}")

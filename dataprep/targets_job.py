@@ -5,17 +5,24 @@ id 0..K-1 of every sample, one decode per view, batches aligned to shards), so t
 the student loader produces for (key, view id). The teacher runs as in the student stage: weights in
 `teacher.dtype`, under the DeepSpeed config's autocast, `compute_teacher_targets`. Shard s goes to rank
 s % world; each finished file is renamed into place, so a rerun only does the files that are missing.
+
+Each finished file's size and sha256 go into meta.json (under a lock file, `.meta.json.lock`, since
+ranks finish files concurrently) before the file is renamed into place. SIGTERM and SIGINT stop the job
+at the next batch boundary: the writes queued so far finish, the files still open are dropped, and
+`run_job` returns with `stopped_by` set (the command exits 75). A failed write raises WriteError, one
+line naming the file; finished files and meta.json stay valid either way, and a rerun resumes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from salt.atomic import write_json_atomic
+from salt.atomic import file_sha256, reporting_write_errors, write_json_atomic
 from salt.data.config import LoaderConfig
 from salt.data.shardset import ShardSet
 from salt.data.target_cache import (
@@ -44,6 +51,7 @@ from salt.data.target_cache import (
     shard_set_id,
     teacher_fingerprint,
 )
+from salt.interrupt import StopFlag, Stopped
 from salt.models import VideoViT
 from salt.objectives.common import freeze
 from salt.objectives.latent import compute_teacher_targets
@@ -166,15 +174,67 @@ def _differences(old: dict, new: dict) -> list[str]:
             {kk: vv for kk, vv in new[k].items() if kk != "path"}]
 
 
+LOCK = ".meta.json.lock"
+FILE_KEYS = ("samples", "rows", "bad_keys", "bytes", "sha256")  # what meta.json records per finished file
+
+
+@contextmanager
+def meta_lock(out: Path):
+    """Ranks update meta.json one at a time (read, change, atomic rewrite)."""
+    path = out / LOCK
+    with reporting_write_errors(path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _recorded(out: Path, meta: dict) -> dict[str, dict]:
+    """file name -> its entry in the meta.json on disk, if that was written by this job."""
+    try:
+        old = json.loads((out / META).read_text())
+    except (OSError, ValueError):
+        return {}
+    if old.get("job_id") != meta["job_id"]:
+        return {}
+    return {f["file"]: f for f in old.get("files", [])}
+
+
+def _with_entries(meta: dict, entries: dict[str, dict], drop: set[str] = frozenset()) -> dict:
+    files = []
+    for f in meta["files"]:
+        e = entries.get(f["file"]) if f["file"] not in drop else None
+        files.append({**f, **{k: e[k] for k in FILE_KEYS if k in e}} if e else dict(f))
+    return {**meta, "files": files}
+
+
+def write_start_meta(out: Path, meta: dict, redo: set[str]) -> None:
+    """meta.json while files are missing (complete=false), keeping what is recorded of finished files
+    other than those to be written again."""
+    with meta_lock(out):
+        write_json_atomic(out / META, _with_entries(meta, _recorded(out, meta), drop=redo))
+
+
+def record_file(out: Path, meta: dict, summary: dict) -> None:
+    """Records one finished file (size, sha256, counts) in meta.json; called before it is renamed into place."""
+    with meta_lock(out):
+        entries = _recorded(out, meta)
+        entries[summary["file"]] = summary
+        write_json_atomic(out / META, {**_with_entries(meta, entries), "complete": False})
+
+
 def prepare_out(out: Path, meta: dict, mine: list[str], overwrite: bool) -> None:
     """Creates the folder, or checks that the cache in it was made by the same job. --overwrite removes this
     rank's files (each rank its own, so ranks never race) and replaces meta.json."""
-    out.mkdir(parents=True, exist_ok=True)
+    with reporting_write_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
     meta_path = out / META
     if overwrite:
         for name in mine:
             (out / name).unlink(missing_ok=True)
-        write_json_atomic(meta_path, meta)
+        write_start_meta(out, meta, set(mine))
         return
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
@@ -187,12 +247,13 @@ def prepare_out(out: Path, meta: dict, mine: list[str], overwrite: bool) -> None
                              "another --out, or pass --overwrite")
 
 
-def file_done(path: Path, meta: dict) -> bool:
-    """A finished file of this job (a damaged or foreign one is done again)."""
+def file_done(path: Path, meta: dict, recorded: dict | None = None) -> bool:
+    """A finished file of this job (a damaged or foreign one is done again). Cheap: the size recorded in
+    meta.json and the footer are checked, not the hash (`--verify` and the readers check that)."""
     if not path.exists():
         return False
     try:
-        read_file_index(open_arrow(path), path, meta["job_id"],
+        read_file_index(open_arrow(path, (recorded or {}).get("bytes")), path, meta["job_id"],
                         arrow_schema(meta["storage"]["dtype"], meta["targets"]["tokens"], meta["targets"]["width"]),
                         meta["views"]["num_views"])
         return True
@@ -203,16 +264,26 @@ def file_done(path: Path, meta: dict) -> bool:
 
 def finalize(out: Path, meta: dict) -> bool:
     """When every file is there: meta.json with per-file and total counts, complete=true. Any rank may call it
-    (the content is the same); the last rank to finish sees every file."""
+    (the content is the same); the last rank to finish sees every file. A file whose sha256 is not recorded
+    (a cache made before hashes were, or a job killed between recording and renaming) is hashed here."""
+    with meta_lock(out):
+        return _finalize(out, meta)
+
+
+def _finalize(out: Path, meta: dict) -> bool:
     schema = arrow_schema(meta["storage"]["dtype"], meta["targets"]["tokens"], meta["targets"]["width"])
+    recorded = _recorded(out, meta)
     files = []
     for f in meta["files"]:
         path = out / f["file"]
         if not path.exists():
             return False
         keys, bad = read_file_index(open_arrow(path), path, meta["job_id"], schema, meta["views"]["num_views"])
+        size = path.stat().st_size
+        r = recorded.get(f["file"], {})
+        digest = r["sha256"] if r.get("sha256") and r.get("bytes") == size else file_sha256(path)
         files.append({**f, "samples": len(keys), "rows": len(keys) * meta["views"]["num_views"], "bad_keys": bad,
-                      "bytes": path.stat().st_size})
+                      "bytes": size, "sha256": digest})
     samples, rows = sum(f["samples"] for f in files), sum(f["rows"] for f in files)
     nbytes = sum(f["bytes"] for f in files)
     good = samples - sum(len(f["bad_keys"]) for f in files)
@@ -231,10 +302,27 @@ class JobSummary:
     bad: int
     seconds: float
     complete: bool
+    stopped_by: str | None = None  # SIGTERM / SIGINT: stopped early, resumable
+    files_finished: int = 0  # files of the whole cache (all ranks) under their final name
+    files_total: int = 0
+
+
+def finished_files(out: Path, meta: dict) -> int:
+    return sum((out / f["file"]).exists() for f in meta["files"])
 
 
 def run_job(job: TargetJob, rank: int = 0, world: int = 1, overwrite: bool = False,
             progress: bool = True) -> JobSummary:
+    """SIGTERM and SIGINT (to this process) stop it at the next batch boundary; it then returns with
+    `stopped_by` set. Write failures raise WriteError."""
+    stop = StopFlag().install()
+    try:
+        return _run(job, rank, world, overwrite, progress, stop)
+    finally:
+        stop.uninstall()
+
+
+def _run(job: TargetJob, rank: int, world: int, overwrite: bool, progress: bool, stop: StopFlag) -> JobSummary:
     job.validate()
     out = Path(job.out)
     shards = ShardSet(job.data.shards)
@@ -243,21 +331,32 @@ def run_job(job: TargetJob, rank: int = 0, world: int = 1, overwrite: bool = Fal
     meta = describe(job, shards, teacher)
     mine = [s for s in range(len(shards.shard_names)) if s % world == rank]
     prepare_out(out, meta, [file_name(shards.shard_names[s]) for s in mine], overwrite)
-    todo = [s for s in mine if not file_done(out / file_name(shards.shard_names[s]), meta)]
+    recorded = _recorded(out, meta)
+    todo = [s for s in mine if not file_done(out / file_name(shards.shard_names[s]), meta,
+                                             recorded.get(file_name(shards.shard_names[s])))]
     if todo:  # incomplete until the last rank finalizes
-        write_json_atomic(out / META, meta)
+        write_start_meta(out, meta, {file_name(shards.shard_names[s]) for s in todo})
     starts = np.searchsorted(shards.shard_ids, np.arange(len(shards.shard_names) + 1))
     t0 = time.perf_counter()
     samples, bad = 0, 0
-    if todo:
-        samples, bad = _compute(job, shards, teacher, meta, out, todo, starts, device, progress, rank)
+    try:
+        if todo:
+            if stop:
+                raise Stopped(stop.signame)
+            samples, bad = _compute(job, shards, teacher, meta, out, todo, starts, device, progress, rank, stop)
+    except Stopped as e:
+        shards.close()
+        return JobSummary(0, len(mine) - len(todo), samples, bad, time.perf_counter() - t0, False, e.signame,
+                          finished_files(out, meta), len(meta["files"]))
     complete = finalize(out, meta)
     shards.close()
-    return JobSummary(len(todo), len(mine) - len(todo), samples, bad, time.perf_counter() - t0, complete)
+    return JobSummary(len(todo), len(mine) - len(todo), samples, bad, time.perf_counter() - t0, complete, None,
+                      finished_files(out, meta), len(meta["files"]))
 
 
 def _compute(job: TargetJob, shards: ShardSet, teacher: VideoViT, meta: dict, out: Path, todo: list[int],
-             starts: np.ndarray, device: torch.device, progress: bool, rank: int) -> tuple[int, int]:
+             starts: np.ndarray, device: torch.device, progress: bool, rank: int,
+             stop: StopFlag | None = None) -> tuple[int, int]:
     from dataprep.targets_writer import ShardTargetWriter
     from salt.data.dali_loader import DaliVideoLoader
     from salt.data.reference_loader import ReferenceVideoLoader
@@ -269,9 +368,17 @@ def _compute(job: TargetJob, shards: ShardSet, teacher: VideoViT, meta: dict, ou
         return ShardTargetWriter(out, shards.shard_names[s], shards.keys[starts[s]:starts[s + 1]], schema,
                                  meta["job_id"], k, job.dtype, job.compression_level)
 
+    def record(summary: dict) -> None:
+        record_file(out, meta, summary)
+
     for s in todo:  # a shard without samples (none in practice) still gets its (empty) file
         if starts[s] == starts[s + 1]:
-            new_writer(s).finish()
+            w = new_writer(s)
+            try:
+                w.finish(record)
+            except BaseException:
+                w.abort()
+                raise
     todo = [s for s in todo if starts[s] < starts[s + 1]]
     if not todo:
         return 0, 0
@@ -288,8 +395,11 @@ def _compute(job: TargetJob, shards: ShardSet, teacher: VideoViT, meta: dict, ou
     bar = tqdm(total=total, unit="clip", desc=f"targets rank {rank}", position=rank, disable=not progress,
                dynamic_ncols=True)
     done = 0
+    stop = stop if stop is not None else StopFlag()
     try:
         with loader:
+            if stop:
+                raise Stopped(stop.signame)
             for batch in loader:
                 s, start, end = loader.planner.segments[batch.index]
                 video = batch.video.to(device, non_blocking=True)  # (K * B, C, T, H, W), view-major
@@ -306,19 +416,27 @@ def _compute(job: TargetJob, shards: ShardSet, teacher: VideoViT, meta: dict, ou
                     rows.append((key, values[sel], None if scale is None else scale[sel]))
                 if s not in writers:
                     writers[s] = new_writer(s)
-                pending.append(io.submit(_write, writers, s, rows, end == starts[s + 1]))
+                pending.append(io.submit(_write, writers, s, rows, end == starts[s + 1], record))
                 while len(pending) > 2:
                     pending.popleft().result()
                 done += end - start
                 bar.update(end - start)
+                if stop and batch.index + 1 < len(loader):  # a batch boundary (not the last): let the queued
+                    # writes finish (they may complete files), then stop
+                    while pending:
+                        pending.popleft().result()
+                    raise Stopped(stop.signame)
             while pending:
                 pending.popleft().result()
-    except BaseException:
+    except BaseException as e:
         for f in pending:
             f.cancel()
         io.shutdown(wait=True)
-        for w in writers.values():
+        for w in list(writers.values()):
             w.abort()
+        if stop and not isinstance(e, (Stopped, OSError)):
+            # what the signal broke on its way (a loader worker it reached first): still a stop
+            raise Stopped(stop.signame) from e
         raise
     finally:
         bar.close()
@@ -326,11 +444,11 @@ def _compute(job: TargetJob, shards: ShardSet, teacher: VideoViT, meta: dict, ou
     return done, loader.stats.bad_samples
 
 
-def _write(writers: dict, s: int, rows: list, last: bool) -> None:
+def _write(writers: dict, s: int, rows: list, last: bool, record=None) -> None:
     w = writers[s]
     for key, values, scale in rows:
         w.add(key, values, scale)
     if last:
-        w.finish()
+        w.finish(record)
         del writers[s]
 

@@ -1,8 +1,9 @@
 """`python -m dataprep.targets --verify cache/NAME`: is a target cache whole, and does it hold the teacher's targets?
 
-Checks meta.json, then every file (size, footer, schema, job, row count, the key and view id of every
-row), the shard set and the teacher against the fingerprints in meta.json, and recomputes the first
-batch of a few files with the teacher to compare with the stored rows.
+Checks meta.json, then every file (size, sha256 over the whole file, footer, schema, job, row count, the
+key and view id of every row), the shard set and the teacher against the fingerprints in meta.json, and
+recomputes the first batch of a few files with the teacher to compare with the stored rows. Each damaged
+file is named on a line of its own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import torch
 
+from salt.atomic import file_sha256
 from salt.data.config import LoaderConfig
 from salt.data.target_cache import (
     FORMAT,
@@ -27,6 +29,7 @@ from salt.data.target_cache import (
     decode,
     encode,
     error_bound,
+    hash_mismatch_message,
     open_arrow,
     read_file_index,
     shard_set_id,
@@ -70,12 +73,21 @@ def verify_cache(root: Path, teacher: str | None = None, shards: str | None = No
         rep.errors.append(f"incomplete: {len(missing)} files missing ({', '.join(missing[:3])}...); rerun the "
                           "precompute command")
     index: dict[str, list[str]] = {}
+    unhashed, hashed, damaged_rows = [], 0, 0
     for f in meta["files"]:
         path = root / f["file"]
         if not path.exists():
             continue
         try:
             reader = open_arrow(path, f.get("bytes"))
+            if f.get("sha256"):  # the size matches: the whole file's hash next
+                if file_sha256(path) != f["sha256"]:
+                    rep.errors.append(hash_mismatch_message(path))  # one line per damaged file, nothing more
+                    damaged_rows += f.get("rows", 0)
+                    continue
+                hashed += 1
+            elif "samples" in f:  # finished, but recorded before hashes were
+                unhashed.append(f["file"])
             keys, bad = read_file_index(reader, path, meta["job_id"], schema, k)
             _check_rows(path, keys, k)
         except TargetCacheError as e:
@@ -85,9 +97,15 @@ def verify_cache(root: Path, teacher: str | None = None, shards: str | None = No
         if "samples" in f and (f["samples"], sorted(f["bad_keys"])) != (len(keys), sorted(bad)):
             rep.errors.append(f"{path.name}: {len(keys)} samples ({len(bad)} undecodable), meta.json says "
                               f"{f['samples']} ({len(f['bad_keys'])})")
+    if hashed:
+        rep.lines.append(f"{hashed} files match the sha256 recorded in {META}")
+    if unhashed:
+        rep.lines.append(f"note: {META} records no sha256 for {len(unhashed)} files ({', '.join(unhashed[:3])}...), "
+                         "made before hashes were recorded: their contents were not checked; rerun the precompute "
+                         "command to record them")
     counts = meta.get("counts")
     if counts and meta.get("complete"):
-        rows = sum(len(v) for v in index.values()) * k
+        rows = sum(len(v) for v in index.values()) * k + damaged_rows
         if rows != counts["rows"]:
             rep.errors.append(f"the files hold {rows} rows, meta.json counts {counts['rows']}")
         rep.lines.append(f"{counts['samples']} samples ({counts['bad_samples']} undecodable), {counts['rows']} rows, "

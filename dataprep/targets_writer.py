@@ -1,15 +1,21 @@
-"""One cache file: the rows of one shard, written under a temporary name and renamed when complete."""
+"""One cache file: the rows of one shard, written under a temporary name and renamed when complete.
+
+A failed write (a full disk above all) raises WriteError naming the file; `abort()` then removes the
+temporary file, so nothing that looks finished is ever half-written.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from salt.atomic import file_sha256, reporting_write_errors
 from salt.data.target_cache import codec, file_name
 
 
@@ -29,8 +35,15 @@ class ShardTargetWriter:
         self._pending: pa.RecordBatch | None = None  # the latest row: written last, with the summary
         footer = {"job": job_id, "shard": shard_name, "num_views": num_views, "keys": keys}
         options = ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level))
-        self._sink = pa.OSFile(str(self.tmp), "wb")
-        self._writer = ipc.new_file(self._sink, schema, options=options, metadata={"salt": json.dumps(footer)})
+        self._sink = self._writer = None
+        try:
+            with reporting_write_errors(self.path):
+                self._sink = pa.OSFile(str(self.tmp), "wb")
+                self._writer = ipc.new_file(self._sink, schema, options=options,
+                                            metadata={"salt": json.dumps(footer)})
+        except BaseException:
+            self.abort()
+            raise
 
     def _row(self, key: str, view_id: int, values: np.ndarray | None, scale: np.ndarray | None) -> pa.RecordBatch:
         fields = self.schema
@@ -46,7 +59,8 @@ class ShardTargetWriter:
 
     def _put(self, batch: pa.RecordBatch) -> None:
         if self._pending is not None:
-            self._writer.write_batch(self._pending)
+            with reporting_write_errors(self.path):
+                self._writer.write_batch(self._pending)
         self._pending = batch
 
     def add(self, key: str, values: np.ndarray | None, scale: np.ndarray | None = None) -> None:
@@ -61,25 +75,34 @@ class ShardTargetWriter:
                                 None if scale is None or values is None else scale[v]))
         self.next += 1
 
-    def finish(self) -> dict:
-        """Writes the last row and the footer, fsyncs and renames into place; returns the file's summary."""
+    def finish(self, record: Callable[[dict], None] | None = None) -> dict:
+        """Writes the last row and the footer, fsyncs, hashes, calls `record(summary)` (the job writes the
+        summary, sha256 included, into meta.json) and only then renames the file into place, so a file
+        under its final name always has its hash recorded. Returns the file's summary."""
         if self.next != len(self.keys):
             raise RuntimeError(f"{self.path.name}: finished after {self.next} of {len(self.keys)} samples")
-        if self._pending is not None:
-            self._writer.write_batch(self._pending, custom_metadata={
-                "salt_summary": json.dumps({"bad_keys": self.bad, "samples": len(self.keys)})})
-        self._writer.close()
-        self._sink.close()
-        with open(self.tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self.tmp, self.path)
-        return {"file": self.path.name, "samples": len(self.keys), "rows": len(self.keys) * self.num_views,
-                "bad_keys": self.bad, "bytes": self.path.stat().st_size}
+        with reporting_write_errors(self.path):
+            if self._pending is not None:
+                self._writer.write_batch(self._pending, custom_metadata={
+                    "salt_summary": json.dumps({"bad_keys": self.bad, "samples": len(self.keys)})})
+            self._writer.close()
+            self._sink.close()
+            with open(self.tmp, "rb") as f:
+                os.fsync(f.fileno())
+            summary = {"file": self.path.name, "samples": len(self.keys), "rows": len(self.keys) * self.num_views,
+                       "bad_keys": self.bad, "bytes": self.tmp.stat().st_size, "sha256": file_sha256(self.tmp)}
+        if record is not None:
+            record(summary)
+        with reporting_write_errors(self.path):
+            os.replace(self.tmp, self.path)
+        return summary
 
     def abort(self) -> None:
-        try:
-            self._writer.close()
-        except (pa.ArrowException, OSError):
-            pass
-        self._sink.close()
+        """Drops the unfinished file (after any failure; never raises)."""
+        for close in (getattr(self._writer, "close", None), getattr(self._sink, "close", None)):
+            try:
+                if close is not None:
+                    close()
+            except (pa.ArrowException, OSError, ValueError):
+                pass
         self.tmp.unlink(missing_ok=True)

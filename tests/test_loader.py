@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from videos import zero_sample_video
 
 from dataprep.shards import JobConfig, run_job
 from salt.data.config import LoaderConfig
@@ -117,14 +118,8 @@ def corrupt_shards(synth_shards, tmp_path) -> tuple[Path, str]:
     """A copy of the shard set with one sample's video bytes overwritten (the tar stays valid)."""
     out = tmp_path / "corrupt"
     shutil.copytree(synth_shards, out)
-    shards = ShardSet(out)
-    i = 9
-    ref = shards.ref(i)
-    with open(out / ref.shard, "r+b") as f:
-        f.seek(ref.video[0])
-        f.write(b"\0" * ref.video[1])
-    shards.close()
-    return out, ref.key
+    key, _ = zero_sample_video(out, 9)
+    return out, key
 
 
 @pytest.mark.parametrize("kind", ["dali", "reference"])

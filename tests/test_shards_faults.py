@@ -316,3 +316,17 @@ def test_info_without_a_manifest_is_one_line(tmp_path, capsys):
     assert main(["--info", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path} holds no shard set: manifest.json is missing"]
+
+
+def test_verify_names_a_damaged_shard(small_dir, tmp_path, capsys):
+    out = tmp_path / "v"
+    run_job(JobConfig(input=str(small_dir), name="v", short_side=32, shard_samples=2), out, progress=False)
+    assert main(["--verify", str(out)]) == 0
+    assert "all shards intact" in capsys.readouterr().out
+    shard = out / "v-000001.tar"
+    data = bytearray(shard.read_bytes())
+    data[700] ^= 0xFF  # same size, other bytes
+    shard.write_bytes(bytes(data))
+    assert main(["--verify", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "v-000001.tar" in err and "v-000000.tar" not in err

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from videos import zero_sample_video
 
 from dataprep.targets import main as targets_main
 from salt.build import build_model_encoder, encoder_info
@@ -300,19 +301,15 @@ def test_verify_recomputes_rows_and_missing_rows_name_the_key(caches, capsys):
 def test_undecodable_sample_gets_null_rows_and_a_clear_error(teachers, synth_shards, tmp_path, capsys):
     shards = tmp_path / "corrupt"
     shutil.copytree(synth_shards, shards)
-    s = ShardSet(shards)
-    ref = s.ref(9)
-    with open(shards / ref.shard, "r+b") as f:
-        f.seek(ref.video[0])
-        f.write(b"\0" * ref.video[1])
-    s.close()
+    key, _ = zero_sample_video(shards, 9)  # a sample that does not decode in an intact shard
     assert precompute(teachers[0], shards, tmp_path / "cache", "bf16") == 0
     assert "(1 undecodable)" in capsys.readouterr().out
     cache = TargetCache(tmp_path / "cache")
-    assert cache.meta["counts"]["bad_samples"] == 1 and cache.bad_keys == {ref.key}
-    with pytest.raises(TargetCacheError, match=f"no row for sample '{ref.key}': the precompute job could not decode"):
-        cache.read([ref.key], [0])
-    assert cache.read([s.keys[8], s.keys[10]], [1, 0]).values.shape == (2, 64, 192)
+    assert cache.meta["counts"]["bad_samples"] == 1 and cache.bad_keys == {key}
+    with pytest.raises(TargetCacheError, match=f"no row for sample '{key}': the precompute job could not decode"):
+        cache.read([key], [0])
+    keys = ShardSet(shards).keys
+    assert cache.read([keys[8], keys[10]], [1, 0]).values.shape == (2, 64, 192)
     cache.close()
 
 

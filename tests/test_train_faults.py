@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 import torch
 from test_train import MICRO, REPO, losses, train
+from videos import zero_sample_video
 
-from salt.atomic import file_sha256
 from salt.config import load_config
 from salt.data.order import epoch_order
 from salt.data.shardset import ShardSet
@@ -89,21 +89,9 @@ def assert_stopped_cleanly(run_dir: Path, output: str, signame: str, total: int,
 
 
 def corrupt_copy(src: Path, dst: Path, index: int) -> tuple[str, str]:
-    """A copy of a shard set with sample `index`'s video bytes zeroed (the tar stays valid, and manifest.json
-    records the new tar's hash: a sample that does not decode in an intact shard). Returns (key, shard)."""
+    """A copy of a shard set whose sample `index` does not decode (in an intact shard). Returns (key, shard)."""
     shutil.copytree(src, dst)
-    shards = ShardSet(dst, verify=False)
-    ref = shards.ref(index)
-    shards.close()
-    with open(dst / ref.shard, "r+b") as f:
-        f.seek(ref.video[0])
-        f.write(b"\0" * ref.video[1])
-    manifest = json.loads((dst / "manifest.json").read_text())
-    for info in manifest["shards"]:
-        if "sha256" in info and Path(info["path"]).name == Path(ref.shard).name:
-            info["sha256"] = file_sha256(dst / ref.shard)
-    (dst / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return ref.key, ref.shard
+    return zero_sample_video(dst, index)
 
 
 def free_port() -> int:

@@ -76,3 +76,26 @@ def write_bad_files(folder: Path, good_source: Path) -> dict[str, Path]:
 def copy_real_videos(folder: Path, names: tuple[str, ...] = REAL_VIDEOS) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy(SHARED_VIDEOS / n, folder / n)) for n in names]
+
+
+def zero_sample_video(shards: Path, index: int) -> tuple[str, str]:
+    """Overwrites sample `index`'s video bytes with zeros in place (the tar stays a valid tar) and records
+    the shard's new sha256 in manifest.json: a sample that does not decode inside an intact shard.
+    Returns (key, shard file name)."""
+    import json
+
+    from salt.atomic import file_sha256
+    from salt.data.shardset import ShardSet
+
+    s = ShardSet(shards, verify=False)
+    ref = s.ref(index)
+    s.close()
+    with open(shards / ref.shard, "r+b") as f:
+        f.seek(ref.video[0])
+        f.write(b"\0" * ref.video[1])
+    manifest = json.loads((shards / "manifest.json").read_text())
+    for info in manifest["shards"]:
+        if info["path"] == ref.shard:
+            info["sha256"] = file_sha256(shards / ref.shard)
+    (shards / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return ref.key, ref.shard

@@ -23,7 +23,7 @@ class VideoLoaderBase:
         cfg.validate()
         self.cfg = cfg
         self.rank, self.world = rank, world
-        self.shards = ShardSet(cfg.shards)
+        self.shards = ShardSet(cfg.shards, verify=cfg.verify_shards)
         self.planner = BatchPlanner(self.shards, cfg, rank, world, only_shards)
         self.masks = MaskPrefetcher(mask_generator, cfg.seed, rank)
         self.stats = LoaderStats()

@@ -15,6 +15,13 @@ over the feature dim without affine), rounded to the storage dtype:
 
     fp32  exact          bf16  bits as uint16, |error| <= 2^-8 |x|      fp16  |error| <= 2^-11 |x|
     fp8   e4m3 bits as uint8 with a float32 scale per token (absmax / 448): |error| <= 2^-4 |x| + 2^-10 scale
+
+Integrity: meta.json records each file's size and sha256 (`files[i].bytes`, `files[i].sha256`), written
+when the file is finished and before it is renamed into place. Opening a cache checks the sizes; the
+first row read from a file in a process hashes the whole file and refuses it if it differs (`verify=True`,
+the default), so damage that keeps the size never reaches a training step. Caches made before hashes were
+recorded (same format, no `sha256` keys) still open, with one warning; rerunning their precompute command
+records the hashes. `python -m dataprep.targets --verify DIR` hashes every file.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +41,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import torch
 
+from salt.atomic import file_sha256
 from salt.data.config import LoaderConfig
 from salt.data.plan import BatchPlanner, LoaderError
 
@@ -50,6 +59,22 @@ class TargetCacheError(LoaderError):
 
 class TargetCacheMismatch(TargetCacheError):
     """The cache was made for another teacher, clip geometry or view recipe than the run."""
+
+
+class TargetCacheDamaged(TargetCacheError):
+    """A cache file whose bytes are not the ones meta.json records (damaged or replaced)."""
+
+
+REBUILD_HINT = ("delete it and rerun the cache's `python -m dataprep.targets --teacher ... --shards ... --out DIR` "
+                "command, which writes only the missing files")
+
+
+def hash_mismatch_message(path: Path) -> str:
+    return (f"cache file {path} does not match the sha256 recorded in {META}: damaged or replaced; rebuild it: "
+            f"{REBUILD_HINT}")
+
+
+_warned_unhashed: set[str] = set()  # caches already reported as having no hashes (once per process)
 
 
 # ---------------------------------------------------------------- storage codecs
@@ -198,10 +223,13 @@ class TargetCache:
     """A finished cache: meta.json, an index (key -> file, position) built from the files' footers, and
     row reads from memory-mapped files in `threads` threads."""
 
-    def __init__(self, root: str | Path, threads: int = 4, pin_memory: bool = False):
-        """pin_memory: read into page-locked buffers (a faster, asynchronous copy to a GPU)."""
+    def __init__(self, root: str | Path, threads: int = 4, pin_memory: bool = False, verify: bool = True):
+        """pin_memory: read into page-locked buffers (a faster, asynchronous copy to a GPU).
+        verify: hash each file on its first read in this process and refuse one that does not match
+        meta.json's sha256 (TargetCacheDamaged, naming the file). Off, only the sizes are checked."""
         self.root = Path(root)
         self.pin_memory = pin_memory
+        self.verify = verify
         meta_path = self.root / META
         if not meta_path.exists():
             raise TargetCacheError(f"no target cache at {self.root}: {META} is missing (make one with "
@@ -225,6 +253,16 @@ class TargetCache:
             self.index.update((k, (n, j)) for j, k in enumerate(keys))
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="targets")
+        self._verified: set[int] = set()  # files hashed and found intact in this process
+        self._damaged: dict[int, str] = {}
+        self._file_locks = [threading.Lock() for _ in self.meta["files"]]
+        unhashed = [f["file"] for f in self.meta["files"] if "sha256" not in f]
+        if verify and unhashed and str(self.root.resolve()) not in _warned_unhashed:
+            _warned_unhashed.add(str(self.root.resolve()))
+            print(f"warning: target cache {self.root}: {META} records no sha256 for {len(unhashed)} of its "
+                  f"{len(self.meta['files'])} files (made before hashes were recorded): their contents are not "
+                  "checked; rerun its `python -m dataprep.targets` command to record them", file=sys.stderr,
+                  flush=True)
 
     @property
     def teacher_fingerprint(self) -> str:
@@ -240,6 +278,28 @@ class TargetCache:
         if r is None:
             r = readers[n] = open_arrow(self.path(n), self.meta["files"][n].get("bytes"))
         return r
+
+    def check_file(self, n: int) -> None:
+        """Hash file n once (per process) and raise TargetCacheDamaged if it is not the one meta.json
+        records; later calls cost a set lookup. Threads asking for the same file wait for one hash."""
+        if n in self._verified:
+            return
+        with self._file_locks[n]:
+            if n in self._verified:
+                return
+            if n in self._damaged:
+                raise TargetCacheDamaged(self._damaged[n])
+            want = self.meta["files"][n].get("sha256")
+            if want is not None:
+                path = self.path(n)
+                try:
+                    got = file_sha256(path)
+                except OSError as e:
+                    raise TargetCacheError(f"cache file {path} cannot be read: {e}") from None
+                if got != want:
+                    self._damaged[n] = hash_mismatch_message(path)
+                    raise TargetCacheDamaged(self._damaged[n])
+            self._verified.add(n)
 
     def _read_footer(self, n: int) -> tuple[list[str], list[str]]:
         path = self.path(n)
@@ -261,6 +321,8 @@ class TargetCache:
 
     def _read_row(self, key: str, view_id: int, values: np.ndarray, scale: np.ndarray | None) -> None:
         n, row = self.locate(key, view_id)
+        if self.verify and n not in self._verified:
+            self.check_file(n)
         try:
             batch = self._open(n).get_batch(row)
         except (pa.ArrowException, OSError) as e:
