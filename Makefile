@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,bench,ray]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,ray,remote]'
 	touch $(STAMP)
 
 demo: $(STAMP)

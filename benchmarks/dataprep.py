@@ -2,10 +2,12 @@
 
 Compares `dataprep.shards` (with 1 and N workers) against the floor any shard job must match: a
 plain single-process PyAV transcode of the same files with the same codec settings (decode, resize,
-encode, write one file per input; no resampling, clip cutting, tar or index). Runs are interleaved
-and repeated; the table shows medians.
+encode, write one file per input; no resampling, clip cutting, tar or index). With `--ray`, also the
+same job as Ray tasks on a local Ray instance of N CPUs (one task per `--ray-inputs-per-task` inputs,
+one transcode process per task). Runs are interleaved and repeated; the table shows medians.
 
     python benchmarks/dataprep.py [--input ../shared/videos] [--repeats 3] [--workers 1 2] [--json OUT]
+    unshare -n bash -c 'ip link set lo up; python benchmarks/dataprep.py --ray'   # Ray on loopback only
 """
 
 from __future__ import annotations
@@ -61,6 +63,21 @@ def plain_transcode(path: str, out_dir: Path, codec: str, short_side: int, gop: 
         (out_dir / (Path(path).stem + "." + spec.ext)).write_bytes(buf.getvalue())
 
 
+def _ray_run(cfg: JobConfig, out: Path, cpus: int, tasks: int) -> float:
+    """Wall time of the job as Ray tasks on a fresh local instance of `cpus` CPUs (its start not counted)."""
+    import ray
+
+    from dataprep.ray_shards import RayOptions, run_on_ray
+
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        t = time.perf_counter()
+        run_on_ray(cfg, out, RayOptions(tasks=tasks, cpus_per_task=1.0), progress=False)
+        return time.perf_counter() - t
+    finally:
+        ray.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--input", default=str(DEFAULT_INPUT), help="folder or manifest of videos")
@@ -69,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gop", type=int, default=16)
     ap.add_argument("--workers", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}))
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ray", action="store_true", help="also run the job on a local Ray instance per worker count")
+    ap.add_argument("--ray-inputs-per-task", type=int, default=4)
     ap.add_argument("--json", default=None, help="output JSON (default benchmarks/results/dataprep.json)")
     args = ap.parse_args(argv)
 
@@ -88,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
                 m = run_job(cfg, Path(tmp) / "bench", workers=w, overwrite=True, progress=False).manifest
                 times.setdefault(f"shards w={w}", []).append(time.perf_counter() - t)
                 seconds[f"shards w={w}"] = m["total_input_seconds"]
+                if args.ray:
+                    name = f"ray w={w}"
+                    times.setdefault(name, []).append(_ray_run(cfg, Path(tmp) / f"ray{r}-{w}" / "bench", w,
+                                                               -(-len(inputs) // args.ray_inputs_per_task)))
+                    seconds[name] = m["total_input_seconds"]
             print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
                   file=sys.stderr)
 
@@ -96,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     base = seconds["plain"] / median(times["plain"])
     rows = []
     for name, ts in times.items():
-        workers = 1 if name == "plain" else int(name.split("=")[1])
+        workers = 1 if name == "plain" else int(name.split("=")[1])  # "shards w=2", "ray w=2"
         rate = seconds[name] / median(ts)
         rows.append({"job": name, "workers": workers, "input_s": seconds[name], "wall_s_median": median(ts),
                      "video_s_per_s": rate, "per_worker": rate / workers,

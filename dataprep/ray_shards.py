@@ -24,7 +24,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from dataprep.inputs import scan_inputs
+from dataprep.inputs import InputScan, scan_inputs
+from dataprep.pool import WorkerPool
 from dataprep.shards import JobConfig, JobError, JobSummary, TimeBudget, merge_parts, run_job
 
 INPUTS_PER_TASK = 32  # default part size: small enough to spread, large enough that a task outlives its start-up
@@ -60,9 +61,30 @@ def plan_tasks(num_inputs: int, tasks: int | None) -> int:
     return max(1, min(n, num_inputs))
 
 
-def _run_part(cfg: JobConfig, out: str, workers: int, budget: TimeBudget) -> dict[str, Any]:
-    """One Ray task: the local job on one part. Returns the part's counts for the driver's progress."""
-    m = run_job(cfg, Path(out), workers=workers, progress=False, budget=budget).manifest
+_pool: WorkerPool | None = None  # this Ray worker's transcode processes, kept across its tasks
+
+
+def _worker_pool(workers: int) -> WorkerPool:
+    global _pool
+    if _pool is None or _pool.workers != workers:
+        if _pool is not None:
+            _pool.stop()
+        _pool = WorkerPool(workers)
+    return _pool
+
+
+def _run_part(cfg: JobConfig, out: str, workers: int, budget: TimeBudget, scan: InputScan) -> dict[str, Any]:
+    """One Ray task: the local job on one part, on transcode processes this Ray worker keeps (starting
+    them costs more than a small part). Signals are Ray's to handle. Returns the part's counts."""
+    global _pool
+    try:
+        m = run_job(cfg, Path(out), progress=False, budget=budget, pool=_worker_pool(workers),
+                    handle_signals=False, scan=scan).manifest
+    except BaseException:
+        if _pool is not None:  # tasks of this part may still be running there: start afresh next time
+            _pool.stop()
+            _pool = None
+        raise
     return {"part": cfg.part, "num_inputs": m["num_inputs"], "num_failed": m["num_failed"],
             "num_samples": m["num_samples"], "seconds": m["total_input_seconds"]}
 
@@ -74,7 +96,8 @@ def run_on_ray(cfg: JobConfig, out: Path, opts: RayOptions, budget: TimeBudget |
     if cfg.part is not None:
         raise JobError("--ray runs every part itself: leave out --part")
     ray = import_ray()
-    inputs = scan_inputs(cfg.input).inputs
+    scan = scan_inputs(cfg.input)  # once, on the driver; every task reads it from Ray's object store
+    inputs = scan.inputs
     if not inputs:
         raise JobError(f"no video files found in {cfg.input}")
     n = plan_tasks(len(inputs), opts.tasks)
@@ -86,8 +109,9 @@ def run_on_ray(cfg: JobConfig, out: Path, opts: RayOptions, budget: TimeBudget |
     t0 = time.perf_counter()
     task = ray.remote(num_cpus=opts.cpus_per_task, max_retries=opts.max_retries, retry_exceptions=False)(_run_part)
     workers = max(1, int(opts.cpus_per_task))
-    pending = {task.remote(replace(cfg, part=k, num_parts=n), str(out.resolve()), workers, budget or TimeBudget()): k
-               for k in range(n)}
+    scan_ref = ray.put(scan)
+    pending = {task.remote(replace(cfg, part=k, num_parts=n), str(out.resolve()), workers, budget or TimeBudget(),
+                           scan_ref): k for k in range(n)}
     bar = tqdm(total=n, unit="task", disable=not progress, desc=f"ray shards {cfg.name}", dynamic_ncols=True)
     errors: list[str] = []
     videos = 0

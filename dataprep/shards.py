@@ -9,6 +9,7 @@ temporary name and renamed when complete; a journal beside them lets a rerun res
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from dataprep.inputs import InputVideo, SkippedFile, inputs_fingerprint, part_slice, scan_inputs
+from dataprep.inputs import InputScan, InputVideo, SkippedFile, inputs_fingerprint, part_slice, scan_inputs
 from dataprep.journal import JobMismatch, Journal, Segment
 from dataprep.pool import TaskLost, WorkerPool
 from dataprep.tarshard import ShardWriter
@@ -216,13 +217,18 @@ def _input_summary(res: VideoResult) -> dict[str, Any]:
 
 
 def run_job(cfg: JobConfig, out: Path, workers: int = 1, overwrite: bool = False,
-            progress: bool = True, budget: TimeBudget | None = None) -> JobSummary:
+            progress: bool = True, budget: TimeBudget | None = None, pool: WorkerPool | None = None,
+            handle_signals: bool = True, scan: InputScan | None = None) -> JobSummary:
     """Raises JobError (bad arguments, failure budget, a write that failed) and Stopped (SIGTERM or
-    SIGINT: the shard being filled is discarded, finished ones stay, and a rerun resumes)."""
+    SIGINT: the shard being filled is discarded, finished ones stay, and a rerun resumes).
+
+    pool: worker processes to use instead of starting `workers` new ones (a Ray worker keeps one
+    across its tasks). handle_signals=False leaves SIGTERM and SIGINT to the caller (Ray's own).
+    scan: the input listing when the caller already made it (every part of a Ray job shares one)."""
     cfg.validate()
     budget = budget or TimeBudget()
     t_start = time.perf_counter()
-    scan = scan_inputs(cfg.input)
+    scan = scan or scan_inputs(cfg.input)
     all_inputs = scan.inputs
     if not all_inputs:
         set_aside = f" ({len(scan.skipped)} files set aside: {_skip_digest(scan.skipped)})" if scan.skipped else ""
@@ -262,7 +268,9 @@ def run_job(cfg: JobConfig, out: Path, workers: int = 1, overwrite: bool = False
     seconds_done, failed = 0.0, failed_before
     bar = None
     try:
-        with raise_on_stop_signals(), WorkerPool(max(1, min(workers, len(todo) or 1))) as pool:
+        signals = raise_on_stop_signals() if handle_signals else contextlib.nullcontext()
+        workers_cm = contextlib.nullcontext(pool) if pool else WorkerPool(max(1, min(workers, len(todo) or 1)))
+        with signals, workers_cm as pool:
             probes = list(tqdm(pool.ordered_map(probe_video, todo, timeout=lambda _: budget.probe()),
                                total=len(todo), unit="file", disable=not progress, desc=f"probe {cfg.prefix}",
                                dynamic_ncols=True, leave=False))

@@ -12,6 +12,7 @@ whole set in full (sizes, hashes, and the index files against the tars).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -24,6 +25,7 @@ import numpy as np
 
 from dataprep.video_codecs import codec_spec
 from salt.atomic import file_sha256
+from salt.data.storage import LocalStore, is_url, open_store
 
 
 class ShardSetError(Exception):
@@ -69,14 +71,16 @@ class ShardSet:
     """
 
     def __init__(self, root: str | Path, verify: bool = True):
-        self.root = Path(root)
+        self.root: Path | str = str(root).rstrip("/") if is_url(root) else Path(root)
         self.verify = verify
-        manifest_path = self.root / "manifest.json"
-        if not manifest_path.exists():
-            hint = " (run `python -m dataprep.shards --merge` for a --part job)" if any(
-                self.root.glob("manifest-p*.json")) else ""
-            raise ShardSetError(f"no shard set at {self.root}: manifest.json is missing{hint}")
-        self.manifest = json.loads(manifest_path.read_text())
+        try:
+            self.store = open_store(root)
+            if not self.store.exists("manifest.json"):
+                hint = " (run `python -m dataprep.shards --merge` for a --part job)" if _has_parts(self.store) else ""
+                raise ShardSetError(f"no shard set at {self.root}: manifest.json is missing{hint}")
+            self.manifest = json.loads(self.store.read_bytes("manifest.json"))
+        except (OSError, ValueError) as e:
+            raise ShardSetError(f"shard set {self.root}: cannot read manifest.json ({e})") from None
         if not self.manifest.get("shards") or self.manifest.get("num_samples", 0) == 0:
             raise ShardSetError(f"shard set {self.root} is empty (0 samples)")
         self.codec = codec_spec(self.manifest["codec"])
@@ -85,14 +89,17 @@ class ShardSet:
         self.shard_names: list[str] = [s["path"] for s in self.manifest["shards"]]
         shard_of, keys, offsets = [], [], []
         for i, s in enumerate(self.manifest["shards"]):
-            tar, idx = self.root / s["path"], self.root / s["index"]
-            for p in (tar, idx):
-                if not p.exists():
-                    raise ShardSetError(f"shard set {self.root}: {p.name} listed in manifest.json is missing")
-            if tar.stat().st_size != s["bytes"]:
-                raise ShardSetError(f"shard {tar} has {tar.stat().st_size} bytes, manifest says {s['bytes']}: "
+            idx = f"{self.root}/{s['index']}"
+            try:
+                size = self.store.size(s["path"])
+                index_text = self.store.read_bytes(s["index"]).decode()
+            except FileNotFoundError:
+                missing = s["path"] if not self.store.exists(s["path"]) else s["index"]
+                raise ShardSetError(f"shard set {self.root}: {missing} listed in manifest.json is missing") from None
+            if size != s["bytes"]:
+                raise ShardSetError(f"shard {self.root}/{s['path']} has {size} bytes, manifest says {s['bytes']}: "
                                     "truncated or replaced")
-            for key, comps in _read_index(idx):
+            for key, comps in _parse_index(index_text, idx):
                 try:
                     v, m = comps[self.video_ext], comps["json"]
                 except KeyError as e:
@@ -107,7 +114,6 @@ class ShardSet:
         if len(self.keys) != self.manifest["num_samples"]:
             raise ShardSetError(f"{self.root}: index files list {len(self.keys)} samples, manifest "
                                 f"{self.manifest['num_samples']}")
-        self._fds: dict[int, int] = {}
         self._verified: set[int] = set()  # shards hashed and found intact in this process (or its parent)
         self._damaged: dict[int, str] = {}  # shard -> error message
         self._lock_pid, self._locks = -1, {}
@@ -154,9 +160,9 @@ class ShardSet:
             want = info.get("sha256")
             if want is not None:
                 try:
-                    got = file_sha256(self.root / info["path"])
+                    got = _sha256(self.store, info["path"])
                 except OSError as e:
-                    raise ShardSetError(f"shard {self.root / info['path']} cannot be read: {e}") from None
+                    raise ShardSetError(f"shard {self.root}/{info['path']} cannot be read: {e}") from None
                 if got != want:
                     self._damaged[shard] = hash_mismatch_message(self.root, info["path"])
                     raise ShardIntegrityError(self._damaged[shard])
@@ -166,11 +172,8 @@ class ShardSet:
         shard = int(self._shard[i])
         if self.verify and shard not in self._verified:
             self.check_shard(shard)
-        fd = self._fds.get(shard)
-        if fd is None:
-            fd = self._fds.setdefault(shard, os.open(self.root / self.shard_names[shard], os.O_RDONLY))
         off, size = int(self._offsets[i, col]), int(self._offsets[i, col + 1])
-        return os.pread(fd, size, off)
+        return self.store.pread(self.shard_names[shard], off, size)
 
     def video_bytes(self, i: int) -> bytes:
         return self._read(i, 0)
@@ -179,13 +182,10 @@ class ShardSet:
         return json.loads(self._read(i, 2))
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        self.store.close()
 
-    def __getstate__(self) -> dict:  # worker processes open their own descriptors
+    def __getstate__(self) -> dict:  # worker processes open their own descriptors (the store's pickling)
         state = self.__dict__.copy()
-        state["_fds"] = {}
         state["_lock_pid"], state["_locks"] = -1, {}  # shards already verified stay verified
         return state
 
@@ -275,19 +275,42 @@ def _tar_members(tar: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
 
 
 def _read_index(path: Path):
-    """Yields (key, {ext: (offset, size)}) from a DALI webdataset index (v1.2: `ext offset size name`)."""
-    with open(path) as f:
-        header = f.readline().split()
-        if len(header) != 2 or header[0] != "v1.2":
-            raise ShardSetError(f"{path}: not a DALI webdataset index v1.2 (header {' '.join(header)!r})")
-        for line in f:
-            parts = line.split()
-            if not parts:
-                continue
-            comps = {}
-            key = None
-            for j in range(0, len(parts), 4):
-                ext, off, size, name = parts[j:j + 4]
-                comps[ext] = (int(off), int(size))
-                key = name[: name.find(".", name.rfind("/") + 1)]
-            yield key, comps
+    """Yields (key, {ext: (offset, size)}) from a DALI webdataset index file (v1.2: `ext offset size name`)."""
+    return _parse_index(Path(path).read_text(), path)
+
+
+def _parse_index(text: str, where: str | Path):
+    """The same from the index's text (read from a local file or a URL)."""
+    lines = iter(text.splitlines())
+    header = next(lines, "").split()
+    if len(header) != 2 or header[0] != "v1.2":
+        raise ShardSetError(f"{where}: not a DALI webdataset index v1.2 (header {' '.join(header)!r})")
+    for line in lines:
+        parts = line.split()
+        if not parts:
+            continue
+        comps = {}
+        key = None
+        for j in range(0, len(parts), 4):
+            ext, off, size, name = parts[j:j + 4]
+            comps[ext] = (int(off), int(size))
+            key = name[: name.find(".", name.rfind("/") + 1)]
+        yield key, comps
+
+
+def _has_parts(store) -> bool:
+    try:
+        return bool(store.glob("manifest-p*.json"))
+    except (OSError, NotImplementedError, ValueError):  # a web server lists nothing
+        return False
+
+
+def _sha256(store, name: str) -> str:
+    """Whole-file sha256 through the store (a positioned read of a local file, streamed from a URL)."""
+    if isinstance(store, LocalStore):
+        return file_sha256(store.root / name)
+    h = hashlib.sha256()
+    with store.open(name) as f:
+        for block in iter(lambda: f.read(8 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
