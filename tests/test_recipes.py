@@ -42,10 +42,15 @@ def fake_bin(tmp_path) -> Path:
     return b
 
 
+# a rendezvous this process (or an earlier test in it) joined must not leak into the recipes
+RENDEZVOUS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
 def run(script: str, args: list[str], env: dict, fake_bin: Path | None, tmp_path: Path):
     path = f"{fake_bin}:{os.environ['PATH']}" if fake_bin else f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    clean = {k: v for k, v in os.environ.items() if k not in RENDEZVOUS and not k.startswith("SLURM_")}
     return subprocess.run(["bash", script, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PATH": path, "TMPDIR": str(tmp_path), **env})
+                          env={**clean, "PATH": path, "TMPDIR": str(tmp_path), **env})
 
 
 def recorded(proc) -> dict:

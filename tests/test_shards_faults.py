@@ -79,6 +79,9 @@ def test_shard_job_finishes_from_a_process_running_torch_and_dali_threads(small_
         summary = run_job(JobConfig(input={str(small_dir)!r}, name="threads", short_side=32),
                           __import__("pathlib").Path({str(tmp_path / "threads")!r}), workers=2, progress=False)
         stop.set()
+        for t in threads:  # torch threads still running at interpreter exit would abort it
+            t.join()
+        del pipe
         print("samples", summary.manifest["num_samples"])
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=240)
