@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import webdataset as wds
 
 from salt.atomic import file_sha256, reporting_write_errors
+from salt.data.shardset import tar_members
 
 DALI_INDEX_VERSION = "v1.2"
 TAR_MTIME = 0.0  # fixed member times keep shard bytes a function of their contents
@@ -38,27 +38,12 @@ def write_dali_index(tar_path: Path, index_path: Path) -> int:
     """DALI's wds2idx format v1.2: a header line, then per sample `ext offset size name` for each
     component, offsets pointing at the member data. Read from the tar itself, so it cannot disagree
     with it. Returns the sample count."""
-    samples: list[list[str]] = []
-    last_key = None
-    with tarfile.open(tar_path) as tar:
-        for m in tar:
-            if not m.isfile():
-                continue
-            base = m.name.rsplit("/", 1)[-1]
-            dot = base.find(".")
-            if dot <= 0:
-                continue
-            key, ext = m.name[: len(m.name) - len(base) + dot], base[dot + 1:]
-            entry = f"{ext} {m.offset_data} {m.size} {m.name}"
-            if key != last_key:
-                samples.append([entry])
-                last_key = key
-            else:
-                samples[-1].append(entry)
+    samples = [" ".join(f"{ext} {offset} {size} {key}.{ext}" for ext, (offset, size) in comps.items())
+               for key, comps in tar_members(tar_path)]
     tmp = tmp_name(index_path)
     with open(tmp, "w") as f:
         f.write(f"{DALI_INDEX_VERSION} {len(samples)}\n")
-        f.writelines(" ".join(s) + "\n" for s in samples)
+        f.writelines(s + "\n" for s in samples)
     os.replace(tmp, index_path)
     return len(samples)
 

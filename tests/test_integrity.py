@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import group_gone
 from test_targets import GEOMETRY, MICRO, REPO, make_teacher, precompute
 
 from dataprep import targets_job, targets_writer
@@ -320,18 +321,6 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
             raise AssertionError(f"the job ended (rc {proc.returncode}) before the signal:\n{out[-2000:]}{err[-3000:]}")
         assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
         time.sleep(0.05)
-
-
-def group_gone(pgid: int, timeout: float = 60) -> bool:
-    """Whether every process of the group has exited (none left behind as an orphan)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.mark.parametrize("signame,loader,to", [("SIGTERM", "dali", "process"), ("SIGINT", "reference", "group")])

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from processes import group_gone
 from test_train import MICRO, REPO, losses, train
 from videos import zero_sample_video
 
@@ -117,18 +118,6 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
         return subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=out, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
-
-
-def wait_group_gone(pgid: int, timeout: float = 180) -> None:
-    """Waits until no process of the group is left (the deepspeed launcher's children outlive the runner)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"processes of group {pgid} still running after {timeout} s")
 
 
 def kill_group(pgid: int) -> None:
@@ -477,7 +466,7 @@ def test_kill_9_of_one_rank_then_resume_matches_an_uninterrupted_run(two_rank_sh
         wait_for_rows(run, 10, proc)  # past the checkpoint at step 8
         os.kill(rank_pid(proc.pid, 1), signal.SIGKILL)
         rc = proc.wait(timeout=300)
-        wait_group_gone(proc.pid)
+        assert group_gone(proc.pid, timeout=180), f"processes of group {proc.pid} still running after 180 s"
     finally:
         kill_group(proc.pid)
     output = (tmp_path / "out.txt").read_text()
@@ -513,7 +502,7 @@ def test_signal_under_the_deepspeed_launcher_stops_all_ranks_at_one_step(signame
         else:
             os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=300)
-        wait_group_gone(proc.pid)
+        assert group_gone(proc.pid, timeout=180), f"processes of group {proc.pid} still running after 180 s"
     finally:
         kill_group(proc.pid)
     output = (tmp_path / "out.txt").read_text()

@@ -237,7 +237,7 @@ def verify_shard_set(root: str | Path) -> list[str]:
         if len(listed) != info.get("samples", len(listed)):
             problems.append(f"{idx}: lists {len(listed)} samples, manifest.json says {info['samples']}")
         try:
-            members = _tar_members(tar)
+            members = tar_members(tar)
         except (tarfile.TarError, OSError) as e:
             problems.append(f"{tar}: not a readable tar ({e})")
             continue
@@ -256,7 +256,7 @@ def verify_shard_set(root: str | Path) -> list[str]:
     return problems
 
 
-def _tar_members(tar: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+def tar_members(tar: Path) -> list[tuple[str, dict[str, tuple[int, int]]]]:
     """(key, {ext: (offset, size)}) per sample, from the tar's headers: what its index must say."""
     samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
     with tarfile.open(tar) as t:
