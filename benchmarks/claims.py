@@ -1,20 +1,24 @@
-"""The paper's claims at small scale, on the synthetic dataset, with seeds and spread.
+"""The paper's claims on the calibrated synthetic setting, over training seeds, with intervals.
 
-    python benchmarks/claims.py [--seeds 0 1] [--total-steps 240] [--out runs/claims] [--json OUT]
+    python benchmarks/claims.py [--seeds 0 1 2] [--total-steps 600] [--out runs/claims] [--json OUT]
 
-Sweeps (every point for each seed):
-  split      teacher steps x student steps with their sum held fixed (default teacher 1/6, 1/3, 2/3)
-  size       the middle split with a smaller teacher (2 blocks instead of 6)
-  vjepa      the V-JEPA EMA baseline given the FLOPs of the middle split's teacher + student
-and probes every encoder (frozen attentive probe). Answers: does the student beat its teacher;
-does SALT beat V-JEPA at matched FLOPs; is the student robust to teacher size and training length;
-does student loss track probe accuracy (R^2 over all students). Writes claims.md and JSON.
+For every seed (the seed of the weights, the data order and the views of every run):
+  split      teacher steps x student steps with their sum held fixed (teacher 1/3 and 2/3 of it)
+  size       the 1/3 split with a smaller teacher (2 blocks instead of 6)
+  vjepa      the V-JEPA EMA baseline given the FLOPs of the 1/3 split's teacher + student
+  supervised the ceiling: the same encoder and attentive head trained on the labels
+  random     the floor: the same architecture, untrained
+Each encoder is probed (attentive probe with held-out selection, and k-NN) on the demo's task and
+clip geometry (`directions4`, 8 x 32 x 32 clips). Figures are means over seeds with a 95% t-interval
+over seeds; a claim holds only when the intervals do not overlap. Writes claims.md, the JSON and a
+plot of probe accuracy against total training FLOPs per method (the paper's Pareto view).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -23,10 +27,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result  # noqa: E402
+from salt.demo import CLIP  # noqa: E402
 from salt.report import r_squared  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-COMMON = ["--config", "tiny", "--data.batch_size=8", "--run.log_every=10", "--run.tensorboard=false"]
+RESULTS = REPO / "benchmarks" / "results"
+BATCH = 32
+COMMON = ["--config", "tiny", f"--data.batch_size={BATCH}", "--run.log_every=20", "--run.tensorboard=false", *CLIP]
+T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}  # Student's t, 95%
 
 
 def sh(args: list[str]) -> None:
@@ -40,9 +48,20 @@ def summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
 
 
+def interval(values: list[float]) -> dict:
+    """Mean and 95% t-interval over seeds (no width from one seed)."""
+    mean = statistics.fmean(values)
+    half = T_975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(values)}
+
+
+def fmt(e: dict) -> str:
+    return f"{100 * e['mean']:.1f} [{100 * e['low']:.1f}, {100 * e['high']:.1f}]"
+
+
 class Sweep:
-    def __init__(self, out: Path, train: Path, val: Path, probe_epochs: int):
-        self.out, self.train_shards, self.val_shards, self.probe_epochs = out, train, val, probe_epochs
+    def __init__(self, out: Path, train: Path, val: Path, probe_max_epochs: int):
+        self.out, self.train_shards, self.val_shards, self.probe_max_epochs = out, train, val, probe_max_epochs
 
     def train(self, run: Path, stage: str, steps: int, seed: int, *extra: str) -> dict:
         if not (run / "summary.json").exists() or summary(run)["step"] != steps:
@@ -51,13 +70,16 @@ class Sweep:
                 f"--run.checkpoint_every={steps}", f"--optim.warmup_steps={max(1, steps // 10)}", *extra])
         return summary(run)
 
-    def probe(self, encoder: Path, seed: int) -> float:
-        out = encoder / "probe_claims.json"
+    def probe(self, encoder: Path, seed: int, random_init: bool = False) -> dict:
+        out = encoder / ("probe_claims_random.json" if random_init else "probe_claims.json")
         if not out.exists():
             sh(["-m", "salt.eval.probe", "--encoder", str(encoder), "--train", str(self.train_shards), "--val",
-                str(self.val_shards), "--epochs", str(self.probe_epochs), "--train-views", "1", "--batch-size", "16",
-                "--seed", str(seed), "--json", str(out)])
-        return json.loads(out.read_text())["top1"]
+                str(self.val_shards), "--max-epochs", str(self.probe_max_epochs), "--eval-every",
+                str(max(1, self.probe_max_epochs // 10)), "--seeds", "1", "--eval-clips", "2", "--eval-crops", "1",
+                "--batch-size", str(BATCH), "--seed", str(seed), "--json", str(out),
+                *(["--random-init"] if random_init else [])])
+        result = json.loads(out.read_text())
+        return {"attentive": result["attentive"]["mean"], "knn": result["knn"]["mean"]}
 
     def pair(self, teacher_steps: int, student_steps: int, seed: int, teacher_depth: int = 6) -> dict:
         tag = f"t{teacher_steps}_s{student_steps}_d{teacher_depth}_seed{seed}"
@@ -65,85 +87,151 @@ class Sweep:
         t = self.train(t_run, "teacher", teacher_steps, seed, f"--model.depth={teacher_depth}")
         s = self.train(s_run, "student", student_steps, seed, "--teacher", str(t_run))
         return {"teacher_steps": teacher_steps, "student_steps": student_steps, "teacher_depth": teacher_depth,
-                "seed": seed, "teacher_top1": self.probe(t_run, seed), "student_top1": self.probe(s_run, seed),
+                "seed": seed, "teacher": self.probe(t_run, seed), "student": self.probe(s_run, seed),
                 "student_loss": s["final_loss"], "teacher_flops": t["train_flops"], "student_flops": s["train_flops"]}
 
 
-def vjepa_steps(budget: float, batch: int) -> int:
+def vjepa_steps(budget: float) -> int:
     from salt.build import steps_for_budget
     from salt.config import load_config
 
-    return steps_for_budget(load_config("tiny", ["stage=vjepa", f"data.batch_size={batch}"]), budget)
+    overrides = ["stage=vjepa", f"data.batch_size={BATCH}"] + [a[2:] for a in CLIP]
+    return steps_for_budget(load_config("tiny", overrides), budget)
 
 
-def mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.fmean(values):.1f} ± {100 * sd:.1f}"
+def verdict(a: dict, b: dict) -> str:
+    return "holds" if a["low"] > b["high"] else ("does not hold" if a["high"] < b["low"] else "inside noise")
+
+
+def plot_pareto(points: dict[str, list[tuple[float, dict]]], path: Path) -> None:
+    """Probe top-1 against total training FLOPs, one marker series per method, error bars = the intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, pts in points.items():
+        pts = sorted(pts, key=lambda p: p[0])
+        xs, ys = [max(p[0], 1e9) / 1e12 for p in pts], [100 * p[1]["mean"] for p in pts]
+        err = [[100 * (p[1]["mean"] - p[1]["low"]) for p in pts], [100 * (p[1]["high"] - p[1]["mean"]) for p in pts]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name, linestyle="-" if len(pts) > 1 else "none")
+    ax.set_xscale("log")
+    ax.set_xlabel("total training FLOPs (TFLOP; students include their teacher's)")
+    ax.set_ylabel("attentive-probe top-1 (%)")
+    ax.set_title("Probe accuracy vs compute, mean and 95% interval over seeds", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--total-steps", type=int, default=240, help="teacher + student steps of every split")
-    ap.add_argument("--train-videos", type=int, default=300)
-    ap.add_argument("--val-videos", type=int, default=100)
-    ap.add_argument("--probe-epochs", type=int, default=20)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--total-steps", type=int, default=600, help="teacher + student steps of every split")
+    ap.add_argument("--supervised-steps", type=int, default=600)
+    ap.add_argument("--train-videos", type=int, default=400)
+    ap.add_argument("--val-videos", type=int, default=300)
+    ap.add_argument("--probe-max-epochs", type=int, default=60)
     ap.add_argument("--out", default=str(REPO / "runs" / "claims"))
     ap.add_argument("--json", default=None, help="default benchmarks/results/claims.json")
     args = ap.parse_args(argv)
+    if len(args.seeds) < 2:
+        ap.error("an interval over seeds needs at least 2 seeds (3 or more recommended)")
     out = Path(args.out)
 
     train, val = REPO / "shards" / "claims-train", REPO / "shards" / "claims-val"
     for split, n, seed, shards in (("train", args.train_videos, 0, train), ("val", args.val_videos, 1, val)):
         raw = out / "data" / split
         if not (raw / "labels.csv").exists():
-            sh(["-m", "dataprep.synth", "--out", str(raw), "--videos", str(n), "--seed", str(seed)])
+            sh(["-m", "dataprep.synth", "--task", "directions4", "--out", str(raw), "--videos", str(n), "--seed",
+                str(seed)])
         if not (shards / "manifest.json").exists():
             sh(["-m", "dataprep.shards", "--input", str(raw), "--out", str(shards), "--short-side", "64", "--quiet"])
 
-    sweep = Sweep(out, train, val, args.probe_epochs)
+    sweep = Sweep(out, train, val, args.probe_max_epochs)
     total = args.total_steps
-    splits = [(total // 6, total - total // 6), (total // 3, total - total // 3), (2 * total // 3, total // 3)]
+    splits = [(total // 3, total - total // 3), (2 * total // 3, total - 2 * total // 3)]
     pairs = [sweep.pair(t, s, seed) for t, s in splits for seed in args.seeds]
-    mid_t, mid_s = splits[1]
+    mid_t, mid_s = splits[0]
     small = [sweep.pair(mid_t, mid_s, seed, teacher_depth=2) for seed in args.seeds]
-    vjepa = []
+    vjepa, supervised, random = [], [], []
     for seed in args.seeds:
         mid = next(p for p in pairs if (p["teacher_steps"], p["seed"]) == (mid_t, seed))
         budget = mid["teacher_flops"] + mid["student_flops"]
-        steps = vjepa_steps(budget, 8)
+        steps = vjepa_steps(budget)
         run = out / f"vjepa_{steps}_seed{seed}"
         v = sweep.train(run, "vjepa", steps, seed)
         vjepa.append({"seed": seed, "steps": steps, "flops": v["train_flops"], "budget": budget,
-                      "top1": sweep.probe(run, seed), "loss": v["final_loss"]})
+                      **sweep.probe(run, seed), "loss": v["final_loss"]})
+        run = out / f"supervised_{args.supervised_steps}_seed{seed}"
+        sup = sweep.train(run, "supervised", args.supervised_steps, seed, "--optim.lr=5e-4")
+        supervised.append({"seed": seed, "flops": sup["train_flops"], **sweep.probe(run, seed)})
+        random.append({"seed": seed, "flops": 0.0, **sweep.probe(run, seed, random_init=True)})
+
+    def stats(rows: list[dict], key: str, probe: str = "attentive") -> dict:
+        return interval([r[key][probe] if isinstance(r[key], dict) else r[key] for r in rows])
 
     students = pairs + small
-    r2 = r_squared([p["student_loss"] for p in students], [p["student_top1"] for p in students])
-    lines = ["# SALT claims at small scale (synthetic motion dataset, 10 classes, chance 10%)", "",
-             f"Seeds {args.seeds}; every split has {total} steps in all; batch 8; `tiny` config (ViT-Tiny width, 6 "
-             "blocks, 8 frames x 64 px); frozen attentive probe top-1 (%) as mean ± sd over seeds.", "",
-             "| teacher steps | student steps | teacher depth | teacher probe | student probe | student - teacher |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    r2 = r_squared([p["student_loss"] for p in students], [p["student"]["attentive"] for p in students])
+    lines = ["# SALT claims on the calibrated synthetic setting (`directions4`, 4 classes, chance 25%)", "",
+             f"Seeds {args.seeds}; every split has {total} teacher + student steps; batch {BATCH}; `tiny` config "
+             "(ViT-Tiny width, 6 blocks) on 8 x 32 x 32 clips; top-1 (%) as mean [95% t-interval over seeds], "
+             "attentive probe (held-out selection) and k-NN.", "",
+             "| teacher steps | student steps | teacher depth | teacher (attentive) | student (attentive) | "
+             "teacher (k-NN) | student (k-NN) | student > teacher |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for (t, s, d) in [(t, s, 6) for t, s in splits] + [(mid_t, mid_s, 2)]:
         pts = [p for p in students if (p["teacher_steps"], p["student_steps"], p["teacher_depth"]) == (t, s, d)]
-        gain = [p["student_top1"] - p["teacher_top1"] for p in pts]
-        lines.append(f"| {t} | {s} | {d} | {mean_sd([p['teacher_top1'] for p in pts])} | "
-                     f"{mean_sd([p['student_top1'] for p in pts])} | {mean_sd(gain)} |")
+        ta, sa = interval([p["teacher"]["attentive"] for p in pts]), interval([p["student"]["attentive"] for p in pts])
+        tk, sk = interval([p["teacher"]["knn"] for p in pts]), interval([p["student"]["knn"] for p in pts])
+        lines.append(f"| {t} | {s} | {d} | {fmt(ta)} | {fmt(sa)} | {fmt(tk)} | {fmt(sk)} | {verdict(sa, ta)} |")
     mid_pts = [p for p in pairs if p["teacher_steps"] == mid_t]
-    lines += ["", "| method at matched FLOPs | training FLOPs | probe top-1 |", "| --- | ---: | ---: |",
-              f"| SALT (teacher {mid_t} + student {mid_s} steps) | "
-              f"{statistics.fmean(p['teacher_flops'] + p['student_flops'] for p in mid_pts) / 1e12:.1f} TFLOP | "
-              f"{mean_sd([p['student_top1'] for p in mid_pts])} |",
-              f"| V-JEPA EMA ({vjepa[0]['steps']} steps) | {statistics.fmean(v['flops'] for v in vjepa) / 1e12:.1f} TFLOP | "
-              f"{mean_sd([v['top1'] for v in vjepa])} |", "",
-              f"Student final training loss vs probe top-1 over all {len(students)} students: R² = "
-              + (f"{r2:.2f}" if r2 is not None else "n/a"), ""]
+    small_pts = small
+    salt_a, vj_a = interval([p["student"]["attentive"] for p in mid_pts]), interval([v["attentive"] for v in vjepa])
+    big_s, small_s = salt_a, interval([p["student"]["attentive"] for p in small_pts])
+    sup_a, rnd_a = interval([r["attentive"] for r in supervised]), interval([r["attentive"] for r in random])
+    sup_k, rnd_k = interval([r["knn"] for r in supervised]), interval([r["knn"] for r in random])
+    lines += ["", "| encoder | training FLOPs | attentive top-1 | k-NN top-1 |", "| --- | ---: | ---: | ---: |",
+              f"| random init (floor) | 0 | {fmt(rnd_a)} | {fmt(rnd_k)} |",
+              f"| SALT student (teacher {mid_t} + student {mid_s} steps) | "
+              f"{statistics.fmean(p['teacher_flops'] + p['student_flops'] for p in mid_pts) / 1e12:.2f} TFLOP | "
+              f"{fmt(salt_a)} | {fmt(interval([p['student']['knn'] for p in mid_pts]))} |",
+              f"| V-JEPA EMA ({vjepa[0]['steps']} steps) | {statistics.fmean(v['flops'] for v in vjepa) / 1e12:.2f} "
+              f"TFLOP | {fmt(vj_a)} | {fmt(interval([v['knn'] for v in vjepa]))} |",
+              f"| supervised (ceiling, {args.supervised_steps} steps) | "
+              f"{statistics.fmean(r['flops'] for r in supervised) / 1e12:.2f} TFLOP | {fmt(sup_a)} | {fmt(sup_k)} |",
+              "", "| claim | verdict (attentive probe, intervals over seeds) |", "| --- | --- |",
+              f"| SALT student >= V-JEPA at matched FLOPs | {verdict(salt_a, vj_a)} ({fmt(salt_a)} vs {fmt(vj_a)}) |",
+              f"| student robust to a smaller teacher (6 vs 2 blocks) | "
+              f"{'holds' if big_s['low'] <= small_s['high'] and small_s['low'] <= big_s['high'] else 'does not hold'} "
+              f"(overlapping intervals: {fmt(big_s)} vs {fmt(small_s)}) |",
+              f"| student loss predicts probe accuracy | R² = {r2:.2f} over {len(students)} students |"
+              if r2 is not None else "| student loss predicts probe accuracy | n/a |", "",
+              "![probe accuracy vs FLOPs](claims_pareto.png)", ""]
     text = "\n".join(lines)
     print(text)
     (out / "claims.md").write_text(text + "\n")
+    pareto = {
+        "SALT (teacher 6 blocks)": [(p["teacher_flops"] + p["student_flops"], interval(
+            [q["student"]["attentive"] for q in pairs if q["teacher_steps"] == p["teacher_steps"]]))
+            for p in pairs if p["seed"] == args.seeds[0]],
+        "SALT (teacher 2 blocks)": [(statistics.fmean(p["teacher_flops"] + p["student_flops"] for p in small), small_s)],
+        "teacher alone": [(p["teacher_flops"], interval([q["teacher"]["attentive"] for q in pairs
+                                                         if q["teacher_steps"] == p["teacher_steps"]]))
+                          for p in pairs if p["seed"] == args.seeds[0]],
+        "V-JEPA EMA": [(statistics.fmean(v["flops"] for v in vjepa), vj_a)],
+        "supervised": [(statistics.fmean(r["flops"] for r in supervised), sup_a)],
+        "random init": [(1e9, rnd_a)],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    plot_pareto(pareto, RESULTS / "claims_pareto.png")
+    (RESULTS / "claims.md").write_text(text + "\n")
     path = write_result(args.json, "claims", vars(args), students,
-                        {"vjepa": vjepa, "loss_vs_probe_r2": r2, "markdown": text})
-    print(f"wrote {path} and {out / 'claims.md'}")
+                        {"vjepa": vjepa, "supervised": supervised, "random": random, "loss_vs_probe_r2": r2,
+                         "markdown": text})
+    print(f"wrote {path}, {RESULTS / 'claims.md'} and {RESULTS / 'claims_pareto.png'}")
     return 0
 
 

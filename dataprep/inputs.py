@@ -156,3 +156,28 @@ def inputs_fingerprint(inputs: list[InputVideo]) -> str:
             size = -1
         h.update(f"{v.source}\0{v.label}\0{size}\n".encode())
     return h.hexdigest()[:16]
+
+
+DATASET_INFO = "dataset.json"
+
+
+def read_label_hflip(source: str | Path, classes: list[str]) -> dict[str, str] | None:
+    """What each class becomes when a video is mirrored left-right, from `dataset.json` beside the
+    input (in the input folder, or beside a manifest file): {"hflip_labels": {class: class, ...}}.
+
+    None when the dataset says nothing (flipping then keeps the label, as for most action datasets);
+    loaders relabel flipped training views with it, so `move_left` mirrored is `move_right`."""
+    src = Path(source)
+    info = (src if src.is_dir() else src.parent) / DATASET_INFO
+    if not info.is_file():
+        return None
+    try:
+        mapping = json.loads(info.read_text()).get("hflip_labels")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ValueError(f"{info} is not a JSON object: {e}") from None
+    if mapping is None:
+        return None
+    if not isinstance(mapping, dict) or set(mapping) != set(classes) or not set(mapping.values()) <= set(classes):
+        raise ValueError(f"{info}: hflip_labels must map each class of the input ({', '.join(classes)}) to one of "
+                         f"them, got {mapping!r}")
+    return {c: mapping[c] for c in classes}

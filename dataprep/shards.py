@@ -22,7 +22,15 @@ from typing import Any
 
 from tqdm import tqdm
 
-from dataprep.inputs import InputScan, InputVideo, SkippedFile, inputs_fingerprint, part_slice, scan_inputs
+from dataprep.inputs import (
+    InputScan,
+    InputVideo,
+    SkippedFile,
+    inputs_fingerprint,
+    part_slice,
+    read_label_hflip,
+    scan_inputs,
+)
 from dataprep.journal import JobMismatch, Journal, Segment
 from dataprep.pool import TaskLost, WorkerPool
 from dataprep.tarshard import ShardWriter
@@ -235,6 +243,10 @@ def run_job(cfg: JobConfig, out: Path, workers: int = 1, overwrite: bool = False
         raise JobError(f"no video files found in {cfg.input}{set_aside}")
     classes = sorted({v.label for v in all_inputs if v.label is not None})
     label_index = {c: i for i, c in enumerate(classes)}
+    try:
+        read_label_hflip(cfg.input, classes)  # refused now rather than when the manifest is written
+    except ValueError as e:
+        raise JobError(str(e)) from None
     inputs = all_inputs if cfg.part is None else part_slice(all_inputs, cfg.part, cfg.num_parts or 1)
     # files set aside by the scan are listed once: in the single job, or in part 0
     scan_skipped = [f.to_json() for f in scan.skipped] if not cfg.part else []
@@ -423,6 +435,7 @@ def build_manifest(cfg: JobConfig, classes: list[str], shards: list[dict[str, An
         "gop": cfg.gop,
         "clip_seconds": cfg.clip_seconds,
         "classes": classes,
+        "label_hflip": read_label_hflip(cfg.input, classes) if classes else None,
         "num_files_seen": len(done_inputs) + len(failures) + len(skipped),
         "num_inputs": len(done_inputs) + len(failures),
         "num_ok": len(done_inputs),

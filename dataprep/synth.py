@@ -1,12 +1,13 @@
 """Built-in synthetic video dataset: classes that only the order of frames tells apart.
 
-    python -m dataprep.synth --out data/synth --videos 200 --seed 0
+    python -m dataprep.synth --out data/synth --videos 200 --seed 0 [--task directions4]
 
-writes DIR/<class>/<id>.mp4 (H.264, yuv420p, single-threaded encoder so the bytes are reproducible)
-and DIR/labels.csv (path,label; path relative to DIR; rows sorted). Video i has class
-CLASSES[i % len(CLASSES)] and is a pure function of (seed, i, size, frames, fps): the output does not
-depend on --workers, and asking for more videos leaves the first ones unchanged. See synth_render for
-the scenes and why a single frame cannot give the label away.
+writes DIR/<class>/<id>.mp4 (H.264, yuv420p, single-threaded encoder so the bytes are reproducible),
+DIR/labels.csv (path,label; path relative to DIR; rows sorted) and DIR/dataset.json (the task, its
+classes, what each class becomes under a horizontal flip). Video i has class classes[i % len(classes)]
+and is a pure function of (task, seed, i, size, frames, fps): the output does not depend on --workers,
+and asking for more videos leaves the first ones unchanged. See synth_render for the tasks, the scenes
+and why a single frame cannot give the label away.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 from pathlib import Path
 
@@ -21,12 +23,14 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from dataprep.synth_render import CLASSES, PAIRS, SynthVideo, render_scene
+from dataprep.synth_render import CLASSES, DEFAULT_TASK, PAIRS, TASKS, SynthVideo, get_task, render_scene
 from salt.processes import mp_context
 
 __all__ = [
     "CLASSES",
+    "DEFAULT_TASK",
     "PAIRS",
+    "TASKS",
     "class_of",
     "encode_h264",
     "render_sample",
@@ -37,24 +41,32 @@ __all__ = [
 ]
 
 
-def class_of(index: int) -> str:
+def class_of(index: int, task: str = DEFAULT_TASK) -> str:
     """Classes cycle with the index, so any prefix of the dataset is as balanced as it can be."""
-    return CLASSES[index % len(CLASSES)]
+    classes = get_task(task).classes
+    return classes[index % len(classes)]
 
 
-def render_sample(index: int, seed: int, size: int = 64, frames: int = 64) -> SynthVideo:
+def render_sample(index: int, seed: int, size: int = 64, frames: int = 64, task: str = DEFAULT_TASK) -> SynthVideo:
     """Video `index` of the dataset with ground truth about its target object."""
-    return render_scene(class_of(index), (seed, index), size, frames)
+    return render_scene(class_of(index, task), (seed, index), size, frames, get_task(task))
 
 
-def render_video(index: int, seed: int, size: int = 64, frames: int = 64) -> tuple[np.ndarray, str]:
+def render_video(index: int, seed: int, size: int = 64, frames: int = 64,
+                 task: str = DEFAULT_TASK) -> tuple[np.ndarray, str]:
     """Frames (T, H, W, 3) uint8 and class name of video `index`; pure function of its arguments."""
-    sample = render_sample(index, seed, size, frames)
+    sample = render_sample(index, seed, size, frames, task)
     return sample.frames, sample.label
 
 
-def video_relpath(index: int) -> str:
-    return f"{class_of(index)}/{index:06d}.mp4"
+def video_relpath(index: int, task: str = DEFAULT_TASK) -> str:
+    return f"{class_of(index, task)}/{index:06d}.mp4"
+
+
+def dataset_info(task: str) -> dict:
+    """DIR/dataset.json: what the shard job records in manifest.json for loaders and probes."""
+    t = get_task(task)
+    return {"task": t.name, "classes": list(t.classes), "hflip_labels": t.hflip_labels, "purpose": t.purpose}
 
 
 def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
@@ -112,15 +124,16 @@ def _write_atomic(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_video(out: Path, index: int, seed: int, size: int, frames: int, fps: int) -> tuple[str, str]:
+def write_video(out: Path, index: int, seed: int, size: int, frames: int, fps: int,
+                task: str = DEFAULT_TASK) -> tuple[str, str]:
     """Render, encode and atomically write video `index`; returns its (relative path, label)."""
-    video, label = render_video(index, seed, size, frames)
-    rel = video_relpath(index)
+    video, label = render_video(index, seed, size, frames, task)
+    rel = video_relpath(index, task)
     _write_atomic(Path(out) / rel, encode_h264(video, fps))
     return rel, label
 
 
-def _write_video_job(args: tuple[Path, int, int, int, int, int]) -> tuple[str, str]:
+def _write_video_job(args: tuple[Path, int, int, int, int, int, str]) -> tuple[str, str]:
     return write_video(*args)
 
 
@@ -133,8 +146,10 @@ def write_dataset(
     fps: int = 30,
     workers: int = 1,
     progress: bool = True,
+    task: str = DEFAULT_TASK,
 ) -> Path:
     """Write `videos` videos and labels.csv under `out`; returns the labels.csv path."""
+    get_task(task)
     if videos < 1:
         raise ValueError(f"videos must be >= 1, got {videos}")
     if size < 8 or size % 2:
@@ -143,7 +158,7 @@ def write_dataset(
         raise ValueError(f"need frames >= 2 and fps >= 1, got frames={frames} fps={fps}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [(out, i, seed, size, frames, fps) for i in range(videos)]
+    jobs = [(out, i, seed, size, frames, fps, task) for i in range(videos)]
     bar = tqdm(total=videos, desc="synth videos", unit="video", disable=not progress)
     rows: list[tuple[str, str]] = []
     if workers > 1:
@@ -160,7 +175,8 @@ def write_dataset(
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(("path", "label"))
     writer.writerows(sorted(rows))
-    labels = out / "labels.csv"
+    _write_atomic(out / "dataset.json", (json.dumps(dataset_info(task), indent=1) + "\n").encode())
+    labels = out / "labels.csv"  # last: its presence marks a complete dataset
     _write_atomic(labels, text.getvalue().encode())
     return labels
 
@@ -168,12 +184,15 @@ def write_dataset(
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m dataprep.synth",
-        description="Write the synthetic SALT video dataset: H.264 MP4 files in DIR/<class>/<id>.mp4 and "
-        f"DIR/labels.csv. {len(CLASSES)} classes in time-reversal pairs: {', '.join(CLASSES)}.",
+        description="Write a synthetic SALT video dataset: H.264 MP4 files in DIR/<class>/<id>.mp4, "
+        "DIR/labels.csv and DIR/dataset.json. Every class is the time reversal of another. Tasks: "
+        + "; ".join(f"{t.name} ({len(t.classes)} classes: {t.purpose})" for t in TASKS.values()),
     )
+    p.add_argument("--task", choices=sorted(TASKS), default=DEFAULT_TASK,
+                   help=f"which classes and scenes (default {DEFAULT_TASK})")
     p.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
     p.add_argument("--videos", type=int, required=True,
-                   help=f"number of videos; video i has class i mod {len(CLASSES)}, so classes stay balanced")
+                   help="number of videos; video i has class i mod (number of classes), so classes stay balanced")
     p.add_argument("--seed", type=int, default=0, help="dataset seed; video i is drawn from (seed, i) (default 0)")
     p.add_argument("--size", type=int, default=64, help="frame width and height in pixels, even (default 64)")
     p.add_argument("--frames", type=int, default=64, help="frames per video (default 64)")
@@ -185,7 +204,8 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
-    labels = write_dataset(args.out, args.videos, args.seed, args.size, args.frames, args.fps, args.workers)
+    labels = write_dataset(args.out, args.videos, args.seed, args.size, args.frames, args.fps, args.workers,
+                           task=args.task)
     print(f"wrote {args.videos} videos and {labels}")
 
 

@@ -1,6 +1,6 @@
 """Procedural scenes for the synthetic dataset: pure numpy, no I/O.
 
-Every class belongs to a time-reversal pair. A scene (background, distractors, one target object) is
+A task (TASKS) names the classes and the scene statistics. Every class belongs to a time-reversal pair. A scene (background, distractors, one target object) is
 drawn from an RNG for the *pair*; the first class of the pair plays it forwards, the second plays the
 very same frames backwards. Within a pair the set of frames is therefore identical and no single
 frame carries the label: only the order of frames does. Every nuisance motion (distractors, moving
@@ -19,22 +19,65 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PAIRS: tuple[tuple[str, str], ...] = (
-    ("move_right", "move_left"),
-    ("move_down", "move_up"),
-    ("rotate_clockwise", "rotate_counterclockwise"),
-    ("approach", "recede"),
-    ("fade_in", "fade_out"),
-)
-CLASSES: tuple[str, ...] = tuple(name for pair in PAIRS for name in pair)
-# What the target does in the forward (first) class of each pair, in PAIRS order.
-_MOTIONS: tuple[str, ...] = ("move_x", "move_y", "rotate", "scale", "fade")
-
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "ring", "cross")
 TEXTURES: tuple[str, ...] = ("solid", "stripes", "checker", "noise")
 BACKGROUNDS: tuple[str, ...] = ("plain", "gradient", "noise", "stripes", "moving")
 _ROUND_SHAPES = ("disc", "ring")  # a solid one shows no rotation at all
 _CHUNK = 16  # frames rendered per vectorised step (bounds memory at large sizes)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A labelled synthetic task: its time-reversal pairs and the statistics of its scenes."""
+
+    name: str
+    pairs: tuple[tuple[str, str], ...]
+    motions: tuple[str, ...]  # what the target does in the forward (first) class of each pair
+    backgrounds: tuple[str, ...]
+    max_distractors: int  # 0..max_distractors small sprites, each in front of or behind the target
+    target_scale: tuple[float, float]  # half-size range of the target (frame units), except for "scale"
+    purpose: str
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(name for pair in self.pairs for name in pair)
+
+    @property
+    def hflip_labels(self) -> dict[str, str]:
+        """What each class becomes when the video is mirrored left-right (only horizontal motion and
+        rotation change); a loader that flips training views relabels them with this."""
+        swap = {"move_right": "move_left", "move_left": "move_right", "rotate_clockwise": "rotate_counterclockwise",
+                "rotate_counterclockwise": "rotate_clockwise"}
+        return {c: swap.get(c, c) for c in self.classes}
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (
+    Task("reversal10",
+         pairs=(("move_right", "move_left"), ("move_down", "move_up"), ("rotate_clockwise", "rotate_counterclockwise"),
+                ("approach", "recede"), ("fade_in", "fade_out")),
+         motions=("move_x", "move_y", "rotate", "scale", "fade"), backgrounds=BACKGROUNDS, max_distractors=3,
+         target_scale=(0.1, 0.16),
+         purpose="the hard task: five kinds of motion, each with its time reversal, small targets among "
+                 "distractors and moving or textured backgrounds; only the order of frames tells a pair apart"),
+    Task("directions4",
+         pairs=(("move_right", "move_left"), ("move_down", "move_up")),
+         motions=("move_x", "move_y"), backgrounds=("plain", "gradient", "noise"), max_distractors=1,
+         target_scale=(0.15, 0.22),
+         purpose="the calibrated task: one large object moving in one of four directions over a still "
+                 "background; no single frame gives the label away (each class is another's time reversal), "
+                 "but the motion spans most of the frame, so an encoder that sees motion can tell them apart"),
+)}
+DEFAULT_TASK = "reversal10"
+PAIRS: tuple[tuple[str, str], ...] = TASKS[DEFAULT_TASK].pairs
+CLASSES: tuple[str, ...] = TASKS[DEFAULT_TASK].classes
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise ValueError(f"unknown synthetic task {name!r}; expected one of {sorted(TASKS)}")
+    return TASKS[name]
+
+
 
 
 @dataclass(frozen=True)
@@ -146,8 +189,8 @@ def _draw_texture(rng: np.random.Generator, kind: str, avoid: np.ndarray | None)
     )
 
 
-def _draw_background(rng: np.random.Generator) -> Background:
-    kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+def _draw_background(rng: np.random.Generator, kinds: Sequence[str]) -> Background:
+    kind = kinds[int(rng.integers(len(kinds)))]
     c1 = _color(rng)
     c2 = np.clip(c1 + rng.uniform(-0.35, 0.35, 3), 0.0, 1.0).astype(np.float32)
     n = int(rng.integers(4, 8))
@@ -182,12 +225,12 @@ def _path_start(rng: np.random.Generator, displacement: np.ndarray, margin: floa
     return start
 
 
-def _draw_target(rng: np.random.Generator, motion: str, bg_mean: np.ndarray) -> Sprite:
+def _draw_target(rng: np.random.Generator, motion: str, bg_mean: np.ndarray, scale: tuple[float, float]) -> Sprite:
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
     kinds = TEXTURES[1:] if motion == "rotate" and shape in _ROUND_SHAPES else TEXTURES
     texture = _draw_texture(rng, kinds[int(rng.integers(len(kinds)))], avoid=bg_mean)
     angle0 = float(rng.uniform(0.0, 2 * np.pi))
-    scale0, growth = float(rng.uniform(0.1, 0.16)), 1.0
+    scale0, growth = float(rng.uniform(*scale)), 1.0
     opacity0, opacity1 = 1.0, 1.0
     # Nuisances, symmetric under reversal: a small drift in any direction, a small spin either way.
     drift = _unit(rng.uniform(0.0, 2 * np.pi)) * rng.uniform(0.0, 0.1)
@@ -235,13 +278,13 @@ def _draw_distractor(rng: np.random.Generator) -> Sprite:
     )
 
 
-def draw_scene(rng: np.random.Generator, motion: str) -> Scene:
-    """All random choices of one video; `motion` is the forward class's motion (see _MOTIONS)."""
-    background = _draw_background(rng)
-    target = _draw_target(rng, motion, background.colors.mean(axis=0))
+def draw_scene(rng: np.random.Generator, motion: str, task: Task) -> Scene:
+    """All random choices of one video; `motion` is the forward class's motion (see Task.motions)."""
+    background = _draw_background(rng, task.backgrounds)
+    target = _draw_target(rng, motion, background.colors.mean(axis=0), task.target_scale)
     behind: list[Sprite] = []
     front: list[Sprite] = []
-    for _ in range(int(rng.integers(0, 4))):
+    for _ in range(int(rng.integers(0, task.max_distractors + 1))):
         sprite = _draw_distractor(rng)
         (front if rng.integers(2) else behind).append(sprite)
     return Scene(background=background, behind=tuple(behind), target=target, front=tuple(front))
@@ -404,15 +447,16 @@ def _reversed(track: TargetTrack) -> TargetTrack:
     return TargetTrack(track.center[::-1], track.angle[::-1], track.scale[::-1], track.opacity[::-1])
 
 
-def pair_of(label: str) -> tuple[int, bool]:
+def pair_of(label: str, task: Task = TASKS[DEFAULT_TASK]) -> tuple[int, bool]:
     """(pair index, whether the label is the time-reversed member of its pair)."""
-    for i, pair in enumerate(PAIRS):
+    for i, pair in enumerate(task.pairs):
         if label in pair:
             return i, label == pair[1]
-    raise ValueError(f"unknown class {label!r}; expected one of {CLASSES}")
+    raise ValueError(f"unknown class {label!r} in task {task.name}; expected one of {task.classes}")
 
 
-def render_scene(label: str, key: Sequence[int], size: int, frames: int) -> SynthVideo:
+def render_scene(label: str, key: Sequence[int], size: int, frames: int,
+                 task: Task = TASKS[DEFAULT_TASK]) -> SynthVideo:
     """Render one video of class `label` from the RNG key (e.g. (seed, index)).
 
     The two classes of a pair drawn with the same key are exact time reversals of each other.
@@ -421,8 +465,8 @@ def render_scene(label: str, key: Sequence[int], size: int, frames: int) -> Synt
         raise ValueError(f"size must be even and >= 8 (H.264 4:2:0), got {size}")
     if frames < 2:
         raise ValueError(f"frames must be >= 2, got {frames}")
-    pair, backward = pair_of(label)
-    scene = draw_scene(np.random.default_rng(list(key)), _MOTIONS[pair])
+    pair, backward = pair_of(label, task)
+    scene = draw_scene(np.random.default_rng(list(key)), task.motions[pair], task)
     video, alpha = render_forward(scene, size, frames)
     track = _track(scene.target, frames)
     if backward:

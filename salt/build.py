@@ -9,12 +9,18 @@ from salt.config import Config, ConfigError
 from salt.engine.export import EncoderInfo, load_encoder
 from salt.masks import BlockSpec, MaskGenerator, TokenGrid, build_mask_generator
 from salt.models import DecoderSpec, VideoViT, build_encoder, build_pixel_decoder, build_predictor, get_spec
-from salt.objectives import StudentObjective, TeacherObjective, VJEPAObjective
+from salt.models.attentive_pool import AttentiveProbe
+from salt.objectives import StudentObjective, SupervisedObjective, TeacherObjective, VJEPAObjective
 
 
 def token_grid(cfg: Config) -> TokenGrid:
     return TokenGrid.from_clip(num_frames=cfg.data.num_frames, img_size=cfg.data.crop_size,
                                patch_size=cfg.model.patch_size, tubelet_size=cfg.model.tubelet_size)
+
+
+def stage_uses_masks(cfg: Config) -> bool:
+    """The supervised ceiling reads whole clips; every other stage predicts masked tokens."""
+    return cfg.stage != "supervised"
 
 
 def build_masks(cfg: Config) -> MaskGenerator:
@@ -58,9 +64,16 @@ def load_teacher(cfg: Config) -> tuple[VideoViT, EncoderInfo]:
     return teacher, info
 
 
-def build_objective(cfg: Config, teacher_width: int | None = None) -> nn.Module:
-    """teacher_width: the student stage's target width when training from a cache (no teacher loaded)."""
+def build_objective(cfg: Config, teacher_width: int | None = None, num_classes: int | None = None) -> nn.Module:
+    """teacher_width: the student stage's target width when training from a cache (no teacher loaded);
+    num_classes: the supervised stage's, from the labelled shard set."""
     grid = token_grid(cfg)
+    if cfg.stage == "supervised":
+        if not num_classes or num_classes < 2:
+            raise ConfigError("the supervised stage needs labelled shards (at least 2 classes in manifest.json)")
+        enc = build_model_encoder(cfg)
+        return SupervisedObjective(enc, AttentiveProbe(enc.embed_dim, num_classes),
+                                   label_smoothing=cfg.supervised.label_smoothing)
     if cfg.stage == "teacher":
         enc = build_model_encoder(cfg)
         dec = build_pixel_decoder(grid=grid, in_dim=enc.embed_dim, patch_size=cfg.model.patch_size,
@@ -93,13 +106,13 @@ def main_encoder(objective: nn.Module) -> VideoViT:
     raise TypeError(f"{type(objective).__name__} has no encoder")
 
 
-def steps_for_budget(cfg: Config, budget: float, draws: int = 50) -> int:
+def steps_for_budget(cfg: Config, budget: float, draws: int = 50, num_classes: int = 10) -> int:
     """Optimizer steps of `cfg`'s stage that spend `budget` model FLOPs (analytic FLOPs of the built
     objective, on the meta device, averaged over `draws` mask batches): matched-compute baselines."""
     from salt.flops import objective_step_flops
 
     with torch.device("meta"):
-        objective = build_objective(cfg)
+        objective = build_objective(cfg, num_classes=num_classes)
     gen, g = build_masks(cfg), torch.Generator().manual_seed(0)
     clips = cfg.data.batch_size * cfg.data.views_per_sample * cfg.optim.accumulation
     per_clip = sum(objective_step_flops(objective, gen(clips, g)).train_step for _ in range(draws)) / draws

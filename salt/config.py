@@ -20,7 +20,7 @@ import yaml
 from salt.data.config import LoaderConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-STAGES = ("teacher", "student", "vjepa")
+STAGES = ("teacher", "student", "vjepa", "supervised")
 
 
 class ConfigError(ValueError):
@@ -62,6 +62,11 @@ class TeacherRefConfig:
 @dataclass
 class TargetsConfig:
     cache: str = ""  # student stage: a teacher-target cache folder; empty runs the teacher online
+
+
+@dataclass
+class SupervisedConfig:
+    label_smoothing: float = 0.0  # supervised stage: cross-entropy label smoothing
 
 
 @dataclass
@@ -118,6 +123,9 @@ class RunConfig:
     peak_tflops: float | None = None  # per device, for MFU; None: known GPU peak, or measured on the CPU
     tensorboard: bool = True  # also log to <dir>/tensorboard when tensorboard is installed
     threads: int | None = None  # torch intra-op threads per process; None: cores / processes
+    probe_every: int = 0  # >0: k-NN probe of the encoder every this many steps (and at the end), into metrics
+    probe_shards: str = ""  # labelled held-out shard set the k-NN probe queries (the bank: data.shards)
+    probe_samples: int = 200  # clips of each, the first ones in stored order: the same at every checkpoint
 
 
 @dataclass
@@ -130,6 +138,7 @@ class Config:
     teacher: TeacherRefConfig = field(default_factory=TeacherRefConfig)
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
     masks: MaskConfig = field(default_factory=MaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -152,6 +161,11 @@ class Config:
         _check(self.run.threads is None or self.run.threads >= 1, "run.threads",
                f"must be >= 1 (or null: cores / processes), got {self.run.threads}")
         _check(self.optim.accumulation >= 1, "optim.accumulation", "must be >= 1")
+        _check(self.run.probe_every >= 0, "run.probe_every", f"must be >= 0 (0: off), got {self.run.probe_every}")
+        _check(not self.run.probe_every or bool(self.run.probe_shards), "run.probe_shards",
+               "run.probe_every needs a labelled held-out shard set to probe on")
+        _check(self.run.probe_samples >= 2, "run.probe_samples", f"must be >= 2, got {self.run.probe_samples}")
+        _check(0.0 <= self.supervised.label_smoothing < 1.0, "supervised.label_smoothing", "must be in [0, 1)")
         if self.stage == "student":
             _check(bool(self.teacher.path or self.targets.cache), "teacher.path",
                    "the student stage needs a frozen teacher (--teacher PATH) or a target cache (targets.cache)")

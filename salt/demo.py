@@ -1,8 +1,11 @@
-"""`python -m salt.demo` (`make demo`): the whole system on the built-in synthetic dataset.
+"""`python -m salt.demo` (`make demo`): the whole system on the built-in synthetic dataset, as a
+calibrated experiment.
 
-synth videos → shards (train / val) → teacher stage → student stage (online teacher, and from a
-teacher-target cache) → V-JEPA EMA baseline at the same training FLOPs as teacher + student →
-frozen attentive probes on every encoder and on a random one → runs/demo-SIZE/report.md.
+synth videos (the `directions4` task) → shards (train / val) → teacher stage → student stage (online
+teacher, and from a teacher-target cache) → V-JEPA EMA baseline at the same training FLOPs as teacher +
+student → the supervised ceiling (same encoder and attentive head trained end to end on the labels) →
+frozen probes (attentive, with held-out selection and seeds, and k-NN) on every encoder and on a random
+one (the floor), each with a 95% interval → runs/demo-SIZE/report.md with the verdict on each claim.
 
 Every step runs the command a user would type (printed before it runs) and is skipped when its
 output is already complete, so an interrupted demo continues where it stopped.
@@ -28,27 +31,33 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class DemoSize:
+    task: str  # dataprep.synth task
     train_videos: int
     val_videos: int
     teacher_steps: int
     student_steps: int
+    supervised_steps: int
     batch_size: int
-    checkpoints: int  # per run; the student's are all probed for the loss-vs-accuracy curve
+    checkpoints: int  # per run; the student's are k-NN probed for the loss-vs-accuracy curve
     cache_views: int
-    probe_epochs: int
+    probe_max_epochs: int
+    probe_seeds: int
     probe_train_views: int
     model_args: tuple[str, ...] = ()  # config overrides on top of salt/configs/tiny.yaml
+    supervised_lr: float = 5e-4
 
 
+# 8 frames (stride 8: the clip spans 57 of 64 frames, most of the motion) of 32x32 crops: 4x4x4 = 64 tokens.
+CLIP = ("--data.crop_size=32", "--data.num_frames=8", "--data.frame_stride=8")
 SIZES = {
-    # seconds, for the test suite: a 2-block model on 32x32 clips
-    "tiny": DemoSize(40, 20, 12, 12, 4, 2, 2, 3, 1,
-                     ("--model.depth=2", "--data.crop_size=32", "--data.num_frames=8", "--data.frame_stride=4",
-                      "--predictor.depth=1", "--decoder.depth=1", "--data.shuffle_buffer=16")),
-    # the default: about 15 minutes on 2 CPU cores
-    "small": DemoSize(400, 100, 120, 200, 16, 3, 2, 20, 1),
-    # longer runs of the same model: about an hour on 2 CPU cores
-    "medium": DemoSize(1000, 200, 400, 1200, 16, 6, 4, 40, 3),
+    # seconds, for the test suite: a 2-block model
+    "tiny": DemoSize("directions4", 40, 40, 12, 12, 12, 4, 2, 2, 4, 2, 1,
+                     ("--model.depth=2", *CLIP, "--predictor.depth=1", "--decoder.depth=1",
+                      "--data.shuffle_buffer=16")),
+    # the default: under 20 minutes on 2 CPU cores
+    "small": DemoSize("directions4", 400, 300, 400, 600, 600, 32, 4, 2, 60, 3, 2, CLIP),
+    # longer runs of the same model on more data
+    "medium": DemoSize("directions4", 1000, 300, 1200, 2000, 1500, 32, 6, 4, 100, 3, 2, CLIP),
 }
 
 
@@ -79,8 +88,10 @@ class Demo:
         return ["python", "salt/train.py", "--config", "tiny", "--stage", stage, "--shards", str(self.train_shards),
                 "--run-dir", str(run_dir), "--steps", str(steps), f"--data.batch_size={self.size.batch_size}",
                 f"--data.loader={self.loader}", f"--run.checkpoint_every={every}", "--run.export_history=true",
-                f"--run.log_every={max(1, min(10, steps // 10))}", "--run.tensorboard=false",
-                f"--optim.warmup_steps={max(1, steps // 10)}", *self.size.model_args, *extra]
+                f"--run.log_every={max(1, min(20, steps // 10))}", "--run.tensorboard=false",
+                f"--optim.warmup_steps={max(1, steps // 10)}", f"--run.probe_every={every}",
+                f"--run.probe_shards={self.val_shards}", f"--run.probe_samples={self.size.val_videos}",
+                *self.size.model_args, *extra]
 
     @property
     def train_shards(self) -> Path:
@@ -113,8 +124,8 @@ class Demo:
             raw = self.out / "data" / split
             shards = self.train_shards if split == "train" else self.val_shards
             if not (raw / "labels.csv").exists():
-                self.run(["python", "-m", "dataprep.synth", "--out", str(raw), "--videos", str(videos), "--seed",
-                          str(seed)])
+                self.run(["python", "-m", "dataprep.synth", "--task", self.size.task, "--out", str(raw), "--videos",
+                          str(videos), "--seed", str(seed)])
             if not (shards / "manifest.json").exists():
                 self.run(["python", "-m", "dataprep.shards", "--input", str(raw), "--out", str(shards),
                           "--short-side", "64", "--shard-samples", "100"])
@@ -129,11 +140,12 @@ class Demo:
 
     def probe(self, encoder: Path, out: Path, random_init: bool = False) -> dict:
         if not out.exists():
+            s = self.size
             args = ["python", "-m", "salt.eval.probe", "--encoder", str(encoder), "--train", str(self.train_shards),
-                    "--val", str(self.val_shards), "--epochs", str(self.size.probe_epochs), "--train-views",
-                    str(self.size.probe_train_views), "--eval-clips", "2", "--eval-crops", "1",
-                    "--batch-size", str(self.size.batch_size), "--loader",
-                    self.loader, "--json", str(out)]
+                    "--val", str(self.val_shards), "--max-epochs", str(s.probe_max_epochs), "--eval-every",
+                    str(max(1, s.probe_max_epochs // 10)), "--seeds", str(s.probe_seeds), "--train-views",
+                    str(s.probe_train_views), "--eval-clips", "2", "--eval-crops", "1",
+                    "--batch-size", str(s.batch_size), "--loader", self.loader, "--json", str(out)]
             self.run(args + (["--random-init"] if random_init else []))
         return json.loads(out.read_text())
 
@@ -163,7 +175,11 @@ class Demo:
         self.say(f"V-JEPA baseline (EMA target) at the teacher+student budget: {fmt_flops(budget)}, {steps} steps")
         vjepa = self.train("vjepa", self.out / "vjepa", steps)
 
-        self.say("frozen attentive probes")
+        self.say(f"the ceiling: supervised, {s.supervised_steps} steps (same encoder + attentive head on the labels)")
+        supervised = self.train("supervised", self.out / "supervised", s.supervised_steps,
+                                f"--optim.lr={s.supervised_lr}")
+
+        self.say(f"frozen probes: attentive ({s.probe_seeds} seeds, held-out selection) and k-NN, with 95% intervals")
         probes_dir = self.out / "probes"
         probes_dir.mkdir(exist_ok=True)
         probes = {
@@ -172,21 +188,18 @@ class Demo:
             "student": self.probe(self.out / "student", probes_dir / "student.json"),
             "student (cached targets)": self.probe(self.out / "student_cache", probes_dir / "student_cache.json"),
             "V-JEPA (EMA)": self.probe(self.out / "vjepa", probes_dir / "vjepa.json"),
+            "supervised": self.probe(self.out / "supervised", probes_dir / "supervised.json"),
         }
-        history = {}
-        for export in sorted((self.out / "student" / "export").glob("step_*")):
-            history[int(export.name.split("_")[1])] = self.probe(export, probes_dir / f"student_{export.name}.json")
 
         self.say("loader throughput and the report")
         loader = self.loader_throughput()
         runs = {"teacher": teacher, "student": student, "student (cached targets)": student_cache,
-                "V-JEPA (EMA)": vjepa}
-
+                "V-JEPA (EMA)": vjepa, "supervised": supervised}
+        run_dirs = {"teacher": self.out / "teacher", "student": self.out / "student",
+                    "student (cached targets)": self.out / "student_cache", "V-JEPA (EMA)": self.out / "vjepa",
+                    "supervised": self.out / "supervised"}
         report = write_report(self.out, size=self.size_name, size_cfg=asdict(s), runs=runs, probes=probes,
-                              student_history=history, loader=loader,
-                              run_dirs={"teacher": self.out / "teacher", "student": self.out / "student",
-                                        "student (cached targets)": self.out / "student_cache",
-                                        "V-JEPA (EMA)": self.out / "vjepa"})
+                              loader=loader, run_dirs=run_dirs, elapsed_s=time.perf_counter() - self.t0)
         self.say(f"done: {report}")
         print(report.read_text().split("## Loss curves")[0])
         return report
@@ -204,7 +217,9 @@ class Demo:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m salt.demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", choices=sorted(SIZES), default="small", help="small: ~15 min on 2 CPU cores")
+    ap.add_argument("--size", choices=sorted(SIZES), default="small",
+                    help="tiny: a smoke run (minutes); small: the calibrated experiment, under 20 min on 2 CPU cores; "
+                         "medium: the same with longer runs on more data")
     ap.add_argument("--out", default=None, help="run folder (default runs/demo-SIZE)")
     ap.add_argument("--shards", default="shards", help="where the demo's shard sets go")
     ap.add_argument("--cache", default="cache", help="where the teacher-target cache goes")

@@ -112,6 +112,21 @@ def vjepa_step_flops(encoder: EncoderSpec, predictor: DecoderSpec, *, n_tokens: 
                               patch_dim=patch_dim, masks=masks)
 
 
+def attentive_head_flops(dim: int, mlp_hidden: int, num_classes: int, *, n_tokens: int) -> float:
+    """The attentive classifier: keys and values of every token, one query's attention and output
+    projection, its MLP and the linear head."""
+    return (linear_flops(n_tokens, dim, 2 * dim) + linear_flops(1, dim, dim) + 4.0 * n_tokens * dim
+            + linear_flops(1, dim, dim) + 2 * linear_flops(1, dim, mlp_hidden) + linear_flops(1, dim, num_classes))
+
+
+def supervised_step_flops(encoder: EncoderSpec, *, n_tokens: int, patch_dim: int, num_classes: int,
+                          head_mlp_hidden: int) -> StepFlops:
+    """The supervised ceiling: the encoder over every token of the whole clip, then the attentive head."""
+    trained = (encoder_forward_flops(encoder, n_tokens=n_tokens, n_keep=n_tokens, patch_dim=patch_dim)
+               + attentive_head_flops(encoder.embed_dim, head_mlp_hidden, num_classes, n_tokens=n_tokens))
+    return StepFlops(trained, 0.0, linear_flops(n_tokens, patch_dim, encoder.embed_dim))
+
+
 def mask_counts(masks: Sequence[MaskBatch]) -> list[tuple[float, float]]:
     """(n_ctx, n_pred) per mask of one collated batch (every sample in a MaskBatch has the same counts)."""
     return [(float(m.context_idx.shape[1]), float(m.pred_idx.shape[1])) for m in masks]
@@ -120,8 +135,12 @@ def mask_counts(masks: Sequence[MaskBatch]) -> list[tuple[float, float]]:
 def objective_step_flops(objective: object, masks: Sequence[MaskBatch], *, cached_targets: bool = False) -> StepFlops:
     """Per-clip FLOPs of one training step of a built objective for this batch's masks
     (multiply by the batch size). cached_targets: the student step got precomputed targets."""
-    from salt.objectives import StudentObjective, TeacherObjective, VJEPAObjective
+    from salt.objectives import StudentObjective, SupervisedObjective, TeacherObjective, VJEPAObjective
 
+    if isinstance(objective, SupervisedObjective):
+        enc, head = objective.encoder, objective.head
+        return supervised_step_flops(enc.spec, n_tokens=enc.num_tokens, patch_dim=enc.patch_embed.patch_dim,
+                                     num_classes=head.num_classes, head_mlp_hidden=int(head.dim * head.mlp_ratio))
     counts = mask_counts(masks)
     if isinstance(objective, TeacherObjective):
         enc = objective.encoder

@@ -171,6 +171,8 @@ class MetricsLogger:
             left = (self.total - r["step"]) / rate if rate > 0 else 0
             eta = f"  eta {int(left // 60)}m{int(left % 60):02d}s"
         gn = f"  gnorm {r['grad_norm']:.3g}" if r["grad_norm"] is not None else ""
+        if "rankme" in r:  # representation health: collapse shows as rank -> 1, std -> 0
+            gn += f"  rank {r['rankme']:.1f}  fstd {r['feature_std']:.3f}"
         return (f"[{self.stage}] step {r['step']}/{self.total}  loss {r['loss']:.4f}  lr {r['lr']:.2e}{gn}  "
                 f"{r['clips_per_s']:.1f} clips/s  wait {100 * r['data_wait_frac']:.0f}%  "
                 f"{r['tflops']:.3f} TFLOP/s  MFU {100 * (r['mfu'] or 0):.1f}%  mem {r['memory_mb'] / 1024:.2f} GB{eta}")

@@ -1,4 +1,4 @@
-"""Train a SALT stage: `deepspeed salt/train.py --stage teacher|student|vjepa --config CONFIG [flags]`.
+"""Train a SALT stage: `deepspeed salt/train.py --stage teacher|student|vjepa|supervised --config CONFIG [flags]`.
 
     # CPU, 2 processes:   DS_ACCELERATOR=cpu deepspeed --num_gpus 2 salt/train.py --stage teacher ...
     # one process:        python salt/train.py --stage teacher ...
@@ -23,7 +23,7 @@ import argparse  # noqa: E402
 
 import yaml  # noqa: E402
 
-from salt.config import ConfigError, load_config, overrides_from_args, resolve_config_path  # noqa: E402
+from salt.config import STAGES, ConfigError, load_config, overrides_from_args, resolve_config_path  # noqa: E402
 from salt.interrupt import EXIT_STOPPED, Stopped, raise_on_stop_signals  # noqa: E402
 
 # exit codes (README, "Exit codes"): EXIT_STOPPED (75, EX_TEMPFAIL) is "stopped early by a signal, resumable"
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p = _Parser(prog="salt/train.py", description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--config", default="tiny", help="YAML file, or a name in salt/configs (default: tiny)")
-    p.add_argument("--stage", choices=("teacher", "student", "vjepa"),
+    p.add_argument("--stage", choices=STAGES,
                    help="what to train (required, unless the --config file sets stage)")
     p.add_argument("--shards", help="training shard set (shards/NAME)")
     p.add_argument("--run-dir", help="run folder: config.yaml, metrics.jsonl, checkpoints/, export/")
@@ -73,7 +73,7 @@ def _config(args: argparse.Namespace, overrides: list[str]):
         if args.stage is None:
             tree = yaml.safe_load(resolve_config_path(args.config).read_text()) or {}
             if "stage" not in tree and not any(o.startswith("stage=") for o in overrides):
-                raise ConfigError("no stage chosen: pass --stage teacher, student or vjepa")
+                raise ConfigError(f"no stage chosen: pass --stage {', '.join(STAGES[:-1])} or {STAGES[-1]}")
     except yaml.YAMLError as e:
         raise ConfigError(f"config {args.config} (or an override) is not valid YAML: {_one_line(e)}") from None
     except OSError as e:

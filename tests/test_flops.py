@@ -24,7 +24,8 @@ from salt.models import (
     build_pixel_decoder,
     build_predictor,
 )
-from salt.objectives import StudentObjective, TeacherObjective, VJEPAObjective
+from salt.models.attentive_pool import AttentiveProbe
+from salt.objectives import StudentObjective, SupervisedObjective, TeacherObjective, VJEPAObjective
 
 GEOM = {"img_size": 224, "num_frames": 16}
 GRID = TokenGrid.from_clip(num_frames=16, img_size=224, patch_size=16, tubelet_size=2)
@@ -69,6 +70,7 @@ def build_objectives(size: str, teacher_size: str) -> dict[str, torch.nn.Module]
                                                                tubelet_size=2)),
             "student": StudentObjective(enc(), build_predictor(grid=GRID, in_dim=e.embed_dim, out_dim=t.embed_dim), t),
             "vjepa": VJEPAObjective(enc(), build_predictor(grid=GRID, in_dim=e.embed_dim, out_dim=e.embed_dim)),
+            "supervised": SupervisedObjective(enc(), AttentiveProbe(e.embed_dim, 10)),
         }
 
 
@@ -78,8 +80,9 @@ def test_objective_steps_match_counter(size: str, teacher_size: str) -> None:
     meta_masks = [m.to("meta") for m in masks]
     clips = torch.empty(BATCH, 3, 16, 224, 224, device="meta")
     for name, obj in build_objectives(size, teacher_size).items():
+        labels = torch.zeros(BATCH, dtype=torch.long, device="meta")
         with FlopCounterMode(display=False) as fc_fwd:
-            out = obj(clips, meta_masks)
+            out = obj(clips, meta_masks, labels=labels) if name == "supervised" else obj(clips, meta_masks)
         with FlopCounterMode(display=False) as fc_bwd:
             out.loss.backward()
         fwd, bwd = fc_fwd.get_total_flops(), fc_bwd.get_total_flops()

@@ -13,6 +13,7 @@ import torch
 from videos import zero_sample_video
 
 from dataprep.shards import JobConfig, run_job
+from salt.data.batch import plan_sample
 from salt.data.config import LoaderConfig
 from salt.data.dali_loader import DaliVideoLoader
 from salt.data.plan import CorruptSampleError, LoaderError
@@ -46,18 +47,27 @@ def test_batch_contents(kind, synth_shards):
     with LOADERS[kind](cfg, mask_generator=masks_for(cfg)) as loader:
         batches = epoch(loader)
     assert len(batches) == len(loader) == 30 // 4
-    seen = []
+    seen, relabelled = [], 0
     for b in batches:
         assert b.video.shape == (8, 3, 8, 32, 32) and b.video.dtype == torch.float32
         assert torch.isfinite(b.video).all()
         # ImageNet normalisation of [0, 255] pixels bounds values to about [-2.2, 2.7]
         assert b.video.min() >= -2.2 and b.video.max() <= 2.7 and b.video.std() > 0.2
-        assert b.labels.tolist() == [labels_by_key[k] for k in b.keys]
+        # a flipped view of a left/right class carries the mirrored class (manifest.json label_hflip)
+        want = []
+        for k, v in zip(b.keys, b.view_ids.tolist(), strict=True):
+            index = shards.keys.index(k)
+            view = next(p for i, p in plan_sample(shards, index, cfg, b.epoch).views if i == v)
+            label = labels_by_key[k]
+            want.append(shards.label_hflip[label] if view.flip else label)
+        assert b.labels.tolist() == want
+        relabelled += sum(w != labels_by_key[k] for w, k in zip(want, b.keys, strict=True))
         assert b.keys[:4] == b.keys[4:]  # two views per clip, view-major
         assert b.view_ids.tolist() == [0] * 4 + [1] * 4
         assert [m.context_idx.shape[0] for m in b.masks] == [8, 8]
         seen += b.keys[:4]
     assert len(set(seen)) == len(seen) == 28
+    assert relabelled > 0
 
 
 @pytest.mark.parametrize("kind", ["dali", "reference"])

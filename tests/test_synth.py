@@ -111,7 +111,8 @@ def test_different_seeds_give_different_files(tmp_path: Path) -> None:
     write_dataset(tmp_path / "s1", 3, seed=1, size=16, frames=4, progress=False)
     d0, d1 = _tree_digest(tmp_path / "s0"), _tree_digest(tmp_path / "s1")
     assert d0["labels.csv"] == d1["labels.csv"]
-    assert all(d0[k] != d1[k] for k in d0 if k != "labels.csv")
+    assert d0["dataset.json"] == d1["dataset.json"]
+    assert all(d0[k] != d1[k] for k in d0 if k not in ("labels.csv", "dataset.json"))
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=[a for a, _ in PAIRS])

@@ -324,7 +324,7 @@ def test_stage_must_be_chosen(synth_shards, tmp_path, capsys):
     from salt.train import main
 
     assert main(MICRO + ["--shards", str(synth_shards), "--run-dir", str(tmp_path / "run"), "--steps", "2"]) == 2
-    assert capsys.readouterr().err.strip() == "error: no stage chosen: pass --stage teacher, student or vjepa"
+    assert capsys.readouterr().err.strip() == "error: no stage chosen: pass --stage teacher, student, vjepa or supervised"
     assert not (tmp_path / "run").exists()
     config = tmp_path / "teacher.yaml"  # a config file may choose it
     config.write_text("stage: teacher\n")

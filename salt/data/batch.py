@@ -39,6 +39,7 @@ class SamplePlan:
     label: int
     views: list[tuple[int, ViewParams]]  # (view id, params); views of one decode share start_frame
     frames: int
+    view_labels: list[int]  # per view: the label, mirrored for a flipped view when the dataset says how
 
 
 def plan_sample(shards: ShardSet, index: int, cfg: LoaderConfig, epoch: int) -> SamplePlan:
@@ -56,8 +57,10 @@ def plan_sample(shards: ShardSet, index: int, cfg: LoaderConfig, epoch: int) -> 
     else:
         ids = [epoch * cfg.views_per_clip + v for v in range(cfg.views_per_clip)]
         views = [(i, train_view(recipe, key, i, n, h, w)) for i in ids]
-    label = meta.get("label_index")
-    return SamplePlan(index, key, -1 if label is None else int(label), views, n)
+    label = -1 if meta.get("label_index") is None else int(meta["label_index"])
+    mirror = shards.label_hflip
+    view_labels = [mirror[label] if mirror and p.flip and label >= 0 else label for _, p in views]
+    return SamplePlan(index, key, label, views, n, view_labels)
 
 
 def batch_seed(seed: int, epoch: int, index: int, rank: int) -> int:

@@ -82,7 +82,7 @@ class VideoLoaderBase:
             i += 1
         return VideoBatch(
             video=video,
-            labels=torch.tensor([s.label for _ in range(v) for s in plan.samples], dtype=torch.long),
+            labels=torch.tensor([s.view_labels[j] for j in range(v) for s in plan.samples], dtype=torch.long),
             keys=[s.key for _ in range(v) for s in plan.samples],
             view_ids=torch.tensor([s.views[j][0] for j in range(v) for s in plan.samples], dtype=torch.long),
             masks=self.masks.get(video.shape[0], plan.epoch, plan.index, upcoming),

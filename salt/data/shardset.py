@@ -86,6 +86,8 @@ class ShardSet:
         self.codec = codec_spec(self.manifest["codec"])
         self.video_ext = self.manifest["video_ext"]
         self.classes: list[str] = self.manifest.get("classes", [])
+        hflip = self.manifest.get("label_hflip")  # class -> class under a left-right mirror; None: unchanged
+        self.label_hflip: list[int] | None = [self.classes.index(hflip[c]) for c in self.classes] if hflip else None
         self.shard_names: list[str] = [s["path"] for s in self.manifest["shards"]]
         shard_of, keys, offsets = [], [], []
         for i, s in enumerate(self.manifest["shards"]):

@@ -82,9 +82,12 @@ class TrainableParts(nn.Module):
         self.parts = nn.ModuleList(objective.trainable_modules())
         object.__setattr__(self, "objective", objective)
 
-    def forward(self, clips: torch.Tensor, masks, targets: torch.Tensor | None = None):
+    def forward(self, clips: torch.Tensor, masks, targets: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None):
         if targets is not None:
             return self.objective(clips, masks, targets=targets)
+        if labels is not None:
+            return self.objective(clips, masks, labels=labels)
         return self.objective(clips, masks)
 
     def train(self, mode: bool = True):

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from salt.atomic import reporting_write_errors, write_json_atomic, write_text_atomic
-from salt.build import build_masks, build_objective, encoder_info, main_encoder
+from salt.build import build_masks, build_objective, encoder_info, main_encoder, stage_uses_masks
 from salt.config import Config, ConfigError, dump_config, to_dict
 from salt.data.batch import VideoBatch
 from salt.data.config import LoaderConfig
@@ -32,13 +32,14 @@ from salt.engine.distributed import DistInfo, all_gather_objects, barrier, mean_
 from salt.engine.export import EXPORT_DIR, encoder_fingerprint, export_encoder
 from salt.engine.stopping import FirstSignal, LauncherWatch, collective_failed, collective_reason
 from salt.flops import objective_step_flops
+from salt.health import health_metrics
 from salt.metrics import MetricsLogger, Window, peak_tflops
 from salt.objectives import VJEPAObjective, momentum_schedule
 from salt.optim import apply_schedule, build_optimizer
 
 # keys that may change when a run is resumed; anything else must match the saved config
 RESUMABLE_CHANGES = {"run.steps", "run.stop_after", "run.log_every", "run.checkpoint_every", "run.keep_checkpoints",
-                     "run.tensorboard", "run.threads", "data.threads", "data.prefetch", "data.loader", "data.strict"}
+                     "run.tensorboard", "run.probe_every", "run.probe_shards", "run.probe_samples", "run.threads", "data.threads", "data.prefetch", "data.loader", "data.strict"}
 
 
 class TrainingError(RuntimeError):
@@ -94,7 +95,7 @@ class Trainer:
         self.compute_dtype = autocast_dtype(ds_cfg)
         # measured (on a CPU) before any loader thread starts competing for the cores
         peak, source = peak_tflops(dist.device, self.compute_dtype, cfg.run.peak_tflops)
-        self.mask_generator = build_masks(cfg)
+        self.mask_generator = build_masks(cfg) if stage_uses_masks(cfg) else None
         # student stage from a target cache: each sample loads one of the cache's K views per epoch
         self.targets = open_target_cache(cfg) if cfg.stage == "student" and cfg.targets.cache else None
         data = replace(cfg.data, cached_views=self.targets.num_views) if self.targets else cfg.data
@@ -105,8 +106,12 @@ class Trainer:
             self.target_prefetch = TargetPrefetcher(self.targets, self.loader.planner)
 
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
-        self.objective = build_objective(cfg, teacher_width=self.targets.width if self.targets else None
-                                         ).to(dist.device)
+        self.objective = build_objective(cfg, teacher_width=self.targets.width if self.targets else None,
+                                         num_classes=len(self.loader.shards.classes)).to(dist.device)
+        self.needs_labels = getattr(self.objective, "needs_labels", False)
+        if cfg.run.probe_every and self.zero_stage == 3:
+            raise ConfigError("run.probe_every reads the encoder's full weights: use ZeRO stage 1 or 2 (or probe the "
+                              "exported checkpoints with python -m salt.eval.probe)")
         if cfg.stage == "vjepa" and self.zero_stage == 3:
             raise ConfigError("the vjepa stage's EMA update needs full parameters: use ZeRO stage 1 or 2")
         optimizer = build_optimizer(self.objective.trainable_modules(), cfg.optim)
@@ -117,6 +122,12 @@ class Trainer:
         if self.targets:
             self.teacher_fingerprint = self.targets.teacher_fingerprint
         torch.manual_seed(cfg.run.seed + 1000 * dist.rank)  # drop-path differs across ranks
+        self.checkpoint_probe = None
+        if cfg.run.probe_every and dist.is_main:
+            from salt.eval.checkpoint_probe import CheckpointProbe
+
+            self.checkpoint_probe = CheckpointProbe(cfg.data, cfg.run.probe_shards, cfg.run.probe_samples,
+                                                    cfg.data.loader, dist.device)
         self.step = 0
         self.flops_done = 0.0  # model FLOPs of the steps so far, all ranks (for matched-compute comparisons)
         self.bad_keys: set[str] = set()  # samples skipped as undecodable, all ranks, the whole run
@@ -215,10 +226,11 @@ class Trainer:
                 t_data = time.perf_counter()
                 batch = next(batches)
                 video = batch.video.to(self.dist.device, non_blocking=True)  # (B * V, C, T, H, W)
-                masks = [m.to(self.dist.device, non_blocking=True) for m in batch.masks]
+                masks = [m.to(self.dist.device, non_blocking=True) for m in batch.masks] if batch.masks else None
                 targets = self._cached_targets(batch) if self.targets else None  # (B, N, D) float32
+                labels = batch.labels.to(self.dist.device) if self.needs_labels else None  # (B,)
                 data_s += time.perf_counter() - t_data
-                out = self.engine(video, masks) if targets is None else self.engine(video, masks, targets)
+                out = self.engine(video, masks, targets=targets, labels=labels)
                 self.engine.backward(out.loss)
                 self.engine.step()
                 losses.append(out.loss.detach())
@@ -236,10 +248,14 @@ class Trainer:
                        grad_norm=_as_float(self.engine.get_global_grad_norm()), extra=out.metrics)
             # step boundary: one all-reduce says whether any rank was signalled or skipped a sample
             stopping = self._boundary(stop)
-            if self.step % cfg.run.log_every == 0 or self.step == end or (stopping and window.steps):
+            probing = bool(cfg.run.probe_every) and (self.step % cfg.run.probe_every == 0 or self.step == end)
+            if self.step % cfg.run.log_every == 0 or self.step == end or probing or (stopping and window.steps):
                 mean_loss = mean_across_ranks([sum(window.losses) / len(window.losses)])[0]
                 extra = {k: sum(v) / len(v) for k, v in window.extra.items()}
                 extra["bad_samples"] = len(self.bad_keys)
+                extra.update(self._health(out.features))
+                if probing:
+                    extra.update(self._probe())
                 last_row = self.metrics.record(self.step, batch.epoch, window, lr, wd, mean_loss,
                                                self.dist.device, extra)
                 window = Window()
@@ -258,6 +274,24 @@ class Trainer:
                 "trained_params": self.num_params(), "bad_samples": len(self.bad_keys),
                 "bad_keys": sorted(self.bad_keys), "last_window": last_row})
         return last_row
+
+    def _probe(self) -> dict[str, float]:
+        """The k-NN probe on the main rank (the others wait at the next collective)."""
+        if self.checkpoint_probe is None:
+            return {}
+        t0 = time.perf_counter()
+        result = self.checkpoint_probe(main_encoder(self.objective))
+        result["probe_s"] = time.perf_counter() - t0
+        return result
+
+    def _health(self, features: torch.Tensor | None) -> dict[str, float]:
+        """Feature std and RankMe of the trained encoder on this step's batch, averaged over ranks."""
+        health = health_metrics(features)
+        if self.dist.world > 1:  # every rank takes part, whatever its batch gave
+            keys = ("feature_std", "rankme")
+            values = mean_across_ranks([health.get(k, float("nan")) for k in keys])
+            health = {k: v for k, v in zip(keys, values, strict=True) if math.isfinite(v)}
+        return health
 
     def _boundary(self, stop: FirstSignal, bad: bool = True) -> str | None:
         """Collective: the stop signal if any rank got one (all ranks then stop after this step); with

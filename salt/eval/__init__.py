@@ -1,1 +1,2 @@
-"""Frozen evaluation: an attentive probe on top of a frozen encoder."""
+"""Frozen evaluation of encoders: feature extraction, the attentive and k-NN probes, their intervals, and
+the k-NN probe at training checkpoints."""

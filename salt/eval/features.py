@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -15,6 +15,16 @@ from salt.data.batch import VideoBatch
 class FeatureSet:
     tokens: torch.Tensor  # (S, V, N, D) float16: S samples, V views each
     labels: torch.Tensor  # (S,) long
+    keys: list[str] = field(default_factory=list)  # (S,) source sample of each row (a video may fill several)
+
+    def select(self, rows: torch.Tensor) -> FeatureSet:
+        return FeatureSet(self.tokens[rows], self.labels[rows], [self.keys[i] for i in rows.tolist()]
+                          if self.keys else [])
+
+    @staticmethod
+    def cat(sets: list[FeatureSet]) -> FeatureSet:
+        return FeatureSet(torch.cat([s.tokens for s in sets]), torch.cat([s.labels for s in sets]),
+                          [k for s in sets for k in s.keys])
 
     @property
     def dim(self) -> int:
@@ -27,12 +37,13 @@ def extract_features(encoder: nn.Module, batches: Iterable[VideoBatch], views: i
     """Runs the frozen encoder (eval mode, no grad) on every view of every real sample; a batch holds
     `views` views per sample, view-major."""
     encoder.eval()
-    feats, labels = [], []
+    feats, labels, keys = [], [], []
     for batch in batches:
         b = batch.video.shape[0] // views
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             z = encoder(batch.video.to(device))  # (V * B, N, D)
         z = z.float().unflatten(0, (views, b)).transpose(0, 1)  # (B, V, N, D)
         feats.append(z[:batch.valid].half().cpu())
-        labels.append(batch.labels[:batch.valid])
-    return FeatureSet(torch.cat(feats), torch.cat(labels))
+        labels.append(batch.labels[:batch.valid])  # view 0's; evaluation views are never flipped
+        keys += batch.keys[:batch.valid]
+    return FeatureSet(torch.cat(feats), torch.cat(labels), keys)

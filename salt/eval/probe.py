@@ -2,9 +2,17 @@
 
 The encoder is frozen (eval mode, no grad). Its token features are extracted once: `--train-views`
 passes over the labelled training shards with training views (random clip start, random-resized
-crop, flip), and the validation shards with evaluation views (evenly spaced clips x crops, centre
-crop). The attentive probe (learned query, cross-attention, linear head) trains on the stored
-features; validation logits are averaged over each sample's views. Reports top-1 and writes JSON.
+crop, flip; a flipped view of a direction-sensitive class is relabelled as the dataset's metadata
+says, manifest.json `label_hflip`), and the validation shards with evaluation views (evenly spaced
+clips x crops, centre crop). Two probes read them:
+
+- attentive (learned query, cross-attention, linear head), trained on the stored features. Its epoch
+  count and weight decay are chosen on a held-out fifth of the training videos, then `--seeds` probes
+  train on all of them; validation logits are averaged over each sample's views;
+- k-NN on mean-pooled features: no training, no seed.
+
+Each top-1 comes with a 95% bootstrap interval over validation clips (and seeds), beside the band
+that guessing would land in. Writes JSON.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,55 +32,160 @@ from torch import nn
 from salt.atomic import write_json_atomic
 from salt.data.config import LoaderConfig
 from salt.eval.features import FeatureSet, extract_features
-from salt.eval.pooler import AttentiveProbe
+from salt.eval.intervals import Estimate, bootstrap, chance_band
+from salt.eval.knn import knn_correct
+from salt.models.attentive_pool import AttentiveProbe
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How the attentive probe trains. Epoch count and weight decay are chosen on a held-out part of the
+    training set (never the validation set); the seeds then train on the whole training set."""
+
+    max_epochs: int = 100
+    eval_every: int = 10  # epochs between held-out evaluations (the candidate epoch counts)
+    weight_decays: tuple[float, ...] = (0.01, 0.1)
+    heldout_frac: float = 0.2
+    lr: float = 3e-3  # 1e-3 left a label planted in 1 of 256 tokens at 89% held-out after 100 epochs; 3e-3: 99%
+    warmup_epochs: int = 5
+    batch_size: int = 64
+    heads: int = 4
+    seeds: int = 3
+
+
+@dataclass
+class AttentiveResult:
+    correct: torch.Tensor  # (seeds, S_val) bool: each seed's prediction of each validation sample
+    train_top1: list[float]  # per seed, on the whole training set at the end: has it fitted?
+    epochs: int  # chosen on the held-out split
+    weight_decay: float
+    heldout_top1: float  # at the chosen epoch count and weight decay
+    curve: list[dict]  # the selection runs: weight_decay, epoch, fit-split and held-out top-1
+    seconds: float
 
 
 @dataclass
 class ProbeResult:
-    top1: float  # validation top-1, views averaged
-    train_top1: float
+    attentive: Estimate  # validation top-1 over seeds and clips, with a 95% interval
+    knn: Estimate  # training-free k-NN on pooled features
+    attentive_result: AttentiveResult
     num_classes: int
-    train_examples: int
+    train_examples: int  # training views (samples x train views)
     val_samples: int
-    epochs: int
+    chance: float
+    chance_band: tuple[float, float]  # where guessing lands on this many validation clips (95%)
     seconds: float
 
+    @property
+    def top1(self) -> float:
+        return self.attentive.mean
 
-def train_probe(train: FeatureSet, val: FeatureSet, num_classes: int, *, epochs: int = 30, batch_size: int = 64,
-                lr: float = 1e-3, weight_decay: float = 0.01, heads: int = 4, seed: int = 0) -> ProbeResult:
-    """train.tokens (S, V, N, D): each (sample, view) is one training example; val.tokens (S', V', N, D):
-    logits averaged over V'."""
-    t0 = time.perf_counter()
+    def to_json(self) -> dict:
+        a = self.attentive_result
+        return {"top1": self.attentive.mean, "attentive": self.attentive.to_json(), "knn": self.knn.to_json(),
+                "train_top1": float(np.mean(a.train_top1)), "train_top1_per_seed": a.train_top1,
+                "epochs": a.epochs, "weight_decay": a.weight_decay, "heldout_top1": a.heldout_top1,
+                "selection_curve": a.curve, "num_classes": self.num_classes, "train_examples": self.train_examples,
+                "val_samples": self.val_samples, "chance": self.chance, "chance_band": list(self.chance_band),
+                "per_seed_top1": a.correct.float().mean(1).tolist(), "seconds": self.seconds}
+
+
+def _examples(data: FeatureSet, samples: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each (sample, view) of the chosen samples is one training example: (E, N, D) and (E,)."""
+    tokens, labels = (data.tokens, data.labels) if samples is None else (data.tokens[samples], data.labels[samples])
+    return tokens.flatten(0, 1), labels.repeat_interleave(tokens.shape[1])
+
+
+def _fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, s: ProbeSettings, *, weight_decay: float,
+         epochs: int, seed: int, checkpoints: dict[int, list[FeatureSet]] | None = None) -> tuple[nn.Module, dict]:
+    """One probe: linear warm-up then constant learning rate, so that stopping at any epoch is the same
+    run as training for that many epochs (the selection runs and the final runs agree).
+    checkpoints {epoch: [sets]}: top-1 on each set at that epoch."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    x = train.tokens.flatten(0, 1)  # (S * V, N, D)
-    y = train.labels.repeat_interleave(train.tokens.shape[1])  # (S * V,)
-    probe = AttentiveProbe(train.dim, num_classes, num_heads=heads)
-    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * math.ceil(len(x) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps), pct_start=0.1)
-    probe.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=g).split(batch_size):
+    probe = AttentiveProbe(x.shape[-1], num_classes, num_heads=s.heads)
+    opt = torch.optim.AdamW(probe.parameters(), lr=s.lr, weight_decay=weight_decay)
+    per_epoch = math.ceil(len(x) / s.batch_size)
+    warmup = max(1, s.warmup_epochs * per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+    seen: dict[int, list[float]] = {}
+    for epoch in range(1, epochs + 1):
+        probe.train()
+        for idx in torch.randperm(len(x), generator=g).split(s.batch_size):
             loss = F.cross_entropy(probe(x[idx].float()), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-    return ProbeResult(top1=evaluate(probe, val), train_top1=evaluate(probe, FeatureSet(x.unsqueeze(1), y)),
-                       num_classes=num_classes, train_examples=len(x), val_samples=len(val.labels), epochs=epochs,
-                       seconds=time.perf_counter() - t0)
+        if checkpoints and epoch in checkpoints:
+            seen[epoch] = [float(predict(probe, d).eq(d.labels).float().mean()) for d in checkpoints[epoch]]
+    return probe, seen
+
+
+def train_probe(train: FeatureSet, val: FeatureSet, num_classes: int, settings: ProbeSettings | None = None,
+                seed: int = 0) -> AttentiveResult:
+    """train.tokens (S, V, N, D): each (sample, view) is one training example; val.tokens (S', V', N, D):
+    logits averaged over V'. Chooses epochs and weight decay on a held-out split of the training samples,
+    then trains `settings.seeds` probes on all of them."""
+    s = settings or ProbeSettings()
+    t0 = time.perf_counter()
+    # held out by source video: two views of one video never sit on both sides
+    keys = train.keys or [str(i) for i in range(len(train.labels))]
+    videos = sorted(set(keys))
+    order = torch.randperm(len(videos), generator=torch.Generator().manual_seed(seed + 10_000)).tolist()
+    n_held = max(1, round(s.heldout_frac * len(videos))) if len(videos) > 4 else 0
+    held_videos = {videos[i] for i in order[:n_held]}
+    held_idx = torch.tensor([i for i, k in enumerate(keys) if k in held_videos], dtype=torch.long)
+    fit_idx = torch.tensor([i for i, k in enumerate(keys) if k not in held_videos], dtype=torch.long)
+    candidates = sorted({*range(s.eval_every, s.max_epochs + 1, s.eval_every), s.max_epochs})
+    curve, best = [], (-1.0, s.max_epochs, s.weight_decays[0])
+    if n_held:
+        fit, held = train.select(fit_idx), train.select(held_idx)
+        x, y = _examples(fit)
+        fit_eval = FeatureSet(fit.tokens[:, :1], fit.labels)
+        for wd in s.weight_decays:
+            _, seen = _fit(x, y, num_classes, s, weight_decay=wd, epochs=s.max_epochs, seed=seed,
+                           checkpoints={e: [fit_eval, held] for e in candidates})
+            for epoch in candidates:
+                fit_top1, held_top1 = seen[epoch]
+                curve.append({"weight_decay": wd, "epoch": epoch, "fit_top1": fit_top1, "heldout_top1": held_top1})
+                if held_top1 > best[0] + 1e-9:  # ties keep the fewer epochs / the smaller decay
+                    best = (held_top1, epoch, wd)
+    heldout_top1, epochs, wd = best
+    x, y = _examples(train)
+    train_eval = FeatureSet(train.tokens[:, :1], train.labels)
+    correct, train_top1 = [], []
+    for k in range(s.seeds):
+        probe, _ = _fit(x, y, num_classes, s, weight_decay=wd, epochs=epochs, seed=seed + k)
+        correct.append(predict(probe, val).eq(val.labels))
+        train_top1.append(float(predict(probe, train_eval).eq(train.labels).float().mean()))
+    return AttentiveResult(torch.stack(correct), train_top1, epochs, wd, heldout_top1, curve,
+                           time.perf_counter() - t0)
 
 
 @torch.no_grad()
-def evaluate(probe: nn.Module, data: FeatureSet, batch_size: int = 256) -> float:
+def predict(probe: nn.Module, data: FeatureSet, batch_size: int = 256) -> torch.Tensor:
+    """(S,) predicted class per sample: softmax averaged over the sample's views."""
     probe.eval()
-    correct = 0
+    out = []
     for i in range(0, len(data.labels), batch_size):
         t = data.tokens[i:i + batch_size].float()  # (b, V, N, D)
-        logits = probe(t.flatten(0, 1)).unflatten(0, t.shape[:2]).softmax(-1).mean(1)  # (b, classes)
-        correct += int((logits.argmax(-1) == data.labels[i:i + batch_size]).sum())
-    return correct / max(1, len(data.labels))
+        out.append(probe(t.flatten(0, 1)).unflatten(0, t.shape[:2]).softmax(-1).mean(1).argmax(-1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def evaluate_features(train: FeatureSet, val: FeatureSet, num_classes: int, settings: ProbeSettings | None = None,
+                      seed: int = 0, knn_k: int = 20) -> ProbeResult:
+    """Attentive probe (seeds, held-out selection) and k-NN on the same features, each with a 95% interval."""
+    t0 = time.perf_counter()
+    attentive = train_probe(train, val, num_classes, settings, seed)
+    knn = knn_correct(train, val, num_classes, k=knn_k)
+    n = len(val.labels)
+    return ProbeResult(attentive=bootstrap(attentive.correct.numpy(), seed=seed),
+                       knn=bootstrap(knn.numpy()[None], seed=seed), attentive_result=attentive,
+                       num_classes=num_classes, train_examples=train.tokens.shape[0] * train.tokens.shape[1],
+                       val_samples=n, chance=1.0 / num_classes, chance_band=chance_band(num_classes, n),
+                       seconds=time.perf_counter() - t0)
 
 
 def loader_configs(shards_train: str, shards_val: str, *, num_frames: int, crop_size: int, frame_stride: int,
@@ -83,9 +197,12 @@ def loader_configs(shards_train: str, shards_val: str, *, num_frames: int, crop_
             LoaderConfig(shards=shards_val, mode="eval", eval_clips=eval_clips, eval_crops=eval_crops, **common))
 
 
-def probe_encoder(encoder: nn.Module, train_cfg: LoaderConfig, val_cfg: LoaderConfig, *, loader: str = "dali",
-                  train_views: int = 2, epochs: int = 30, device: torch.device | None = None,
-                  seed: int = 0) -> ProbeResult:
+def extract_probe_features(encoder: nn.Module, train_cfg: LoaderConfig, val_cfg: LoaderConfig, *,
+                           loader: str = "dali", train_views: int = 2, device: torch.device | None = None
+                           ) -> tuple[FeatureSet, FeatureSet, int]:
+    """(train, val, num_classes): `train_views` passes of training views (each view one row, labelled as
+    the loader labels it: a mirrored view of a direction-sensitive class gets the mirrored class) and
+    the fixed evaluation views of every validation sample."""
     from salt.data.dali_loader import DaliVideoLoader
     from salt.data.reference_loader import ReferenceVideoLoader
 
@@ -96,33 +213,53 @@ def probe_encoder(encoder: nn.Module, train_cfg: LoaderConfig, val_cfg: LoaderCo
         num_classes = train_loader.num_classes
         if num_classes < 2:
             raise ValueError(f"{train_cfg.shards} is not labelled (needs at least 2 classes)")
-        passes = [extract_features(encoder, train_loader, 1, device) for _ in range(train_views)]
-    train = FeatureSet(torch.cat([p.tokens for p in passes]), torch.cat([p.labels for p in passes]))
+        train = FeatureSet.cat([extract_features(encoder, train_loader, 1, device) for _ in range(train_views)])
     with make(val_cfg) as val_loader:
         if val_loader.shards.classes != train_loader.shards.classes:
             raise ValueError(f"train and val shard sets have different classes: {train_loader.shards.classes} vs "
                              f"{val_loader.shards.classes}")
         val = extract_features(encoder, val_loader, val_cfg.views_per_sample, device)
-    return train_probe(train, val, num_classes, epochs=epochs, seed=seed)
+    return train, val, num_classes
+
+
+def probe_encoder(encoder: nn.Module, train_cfg: LoaderConfig, val_cfg: LoaderConfig, *, loader: str = "dali",
+                  train_views: int = 2, settings: ProbeSettings | None = None, device: torch.device | None = None,
+                  seed: int = 0, knn_k: int = 20) -> ProbeResult:
+    train, val, num_classes = extract_probe_features(encoder, train_cfg, val_cfg, loader=loader,
+                                                     train_views=train_views, device=device)
+    return evaluate_features(train, val, num_classes, settings, seed=seed, knn_k=knn_k)
 
 
 def main(argv: list[str] | None = None) -> int:
+    d = ProbeSettings()
     ap = argparse.ArgumentParser(prog="python -m salt.eval.probe", description=__doc__.split("\n\n")[0])
     ap.add_argument("--encoder", required=True, help="run folder, export folder or encoder.safetensors")
     ap.add_argument("--random-init", action="store_true",
                     help="same architecture as --encoder, randomly initialised weights (the floor)")
     ap.add_argument("--train", required=True, help="labelled training shard set")
     ap.add_argument("--val", required=True, help="labelled validation shard set")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--max-epochs", type=int, default=d.max_epochs,
+                    help=f"longest probe training considered (default {d.max_epochs})")
+    ap.add_argument("--eval-every", type=int, default=d.eval_every,
+                    help=f"epochs between held-out checks; each is a candidate epoch count (default {d.eval_every})")
+    ap.add_argument("--weight-decays", type=float, nargs="+", default=list(d.weight_decays),
+                    help=f"candidates chosen between on the held-out split (default {list(d.weight_decays)})")
+    ap.add_argument("--heldout-frac", type=float, default=d.heldout_frac,
+                    help=f"training videos held out for that choice (default {d.heldout_frac})")
+    ap.add_argument("--lr", type=float, default=d.lr, help=f"probe learning rate (default {d.lr})")
+    ap.add_argument("--seeds", type=int, default=d.seeds, help=f"probes trained per encoder (default {d.seeds})")
+    ap.add_argument("--knn-k", type=int, default=20, help="neighbours of the k-NN probe (default 20)")
     ap.add_argument("--train-views", type=int, default=2, help="passes over --train with fresh random views")
     ap.add_argument("--eval-clips", type=int, default=2, help="evenly spaced clips per validation sample")
     ap.add_argument("--eval-crops", type=int, default=3, help="crops along the long side per clip")
     ap.add_argument("--batch-size", type=int, default=16, help="clips per loader batch")
     ap.add_argument("--loader", choices=("dali", "reference"), default="dali")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="first probe seed; also the views' and the random init's")
     ap.add_argument("--json", default=None, help="write the result here (default: <encoder>/probe.json)")
     args = ap.parse_args(argv)
+    if args.seeds < 1 or args.max_epochs < 1 or args.eval_every < 1 or not 0 <= args.heldout_frac < 1:
+        ap.error("need --seeds, --max-epochs, --eval-every >= 1 and 0 <= --heldout-frac < 1")
 
     from salt.engine.export import find_encoder, load_encoder
     from salt.models import build_encoder
@@ -141,16 +278,28 @@ def main(argv: list[str] | None = None) -> int:
                                         frame_stride=info.frame_stride, batch_size=args.batch_size,
                                         eval_clips=args.eval_clips, eval_crops=args.eval_crops,
                                         threads=args.threads, seed=args.seed)
-    result = probe_encoder(encoder, train_cfg, val_cfg, loader=args.loader, train_views=args.train_views,
-                           epochs=args.epochs, seed=args.seed)
+    settings = ProbeSettings(max_epochs=args.max_epochs, eval_every=args.eval_every,
+                             weight_decays=tuple(args.weight_decays), heldout_frac=args.heldout_frac,
+                             lr=args.lr, seeds=args.seeds)
+    try:
+        result = probe_encoder(encoder, train_cfg, val_cfg, loader=args.loader, train_views=args.train_views,
+                               settings=settings, seed=args.seed, knn_k=args.knn_k)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     label = "random init" if args.random_init else f"{info.stage} step {info.step}"
-    print(f"attentive probe: top-1 {100 * result.top1:.1f}% on {result.val_samples} val samples "
-          f"({result.num_classes} classes, chance {100 / result.num_classes:.1f}%); train top-1 "
-          f"{100 * result.train_top1:.1f}%; encoder {args.encoder} ({label})")
+    a = result.attentive_result
+    lo, hi = result.chance_band
+    print(f"encoder {args.encoder} ({label}), {result.val_samples} val samples, {result.num_classes} classes, "
+          f"chance {100 * result.chance:.1f}% (guessing lands in [{100 * lo:.1f}, {100 * hi:.1f}]):\n"
+          f"  attentive probe top-1 {result.attentive.fmt()} (mean [95% interval], {args.seeds} seeds; "
+          f"{a.epochs} epochs, weight decay {a.weight_decay} chosen on held-out {100 * a.heldout_top1:.1f}%; "
+          f"train top-1 {100 * float(np.mean(a.train_top1)):.1f}%)\n"
+          f"  k-NN (k={args.knn_k}) top-1    {result.knn.fmt()}")
     out = Path(args.json) if args.json else find_encoder(args.encoder).parent / (
         "probe_random.json" if args.random_init else "probe.json")
     write_json_atomic(out, {"encoder": str(args.encoder), "random_init": args.random_init, "stage": info.stage,
-                            "step": info.step, **vars(result), "args": vars(args)})
+                            "step": info.step, **result.to_json(), "args": vars(args)})
     print(f"wrote {out}")
     return 0
 

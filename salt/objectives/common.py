@@ -15,6 +15,7 @@ from salt.masks.batch import MaskBatch
 class ObjectiveOutput:
     loss: torch.Tensor  # scalar, with grad
     metrics: dict[str, float] = field(default_factory=dict)
+    features: torch.Tensor | None = None  # (B, K, D) the trained encoder's output on this batch, detached
 
 
 def as_mask_list(masks: MaskBatch | Sequence[MaskBatch]) -> list[MaskBatch]:
@@ -31,15 +32,16 @@ def freeze(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
-def average_losses(losses: Sequence[torch.Tensor], masks: Sequence[MaskBatch], num_tokens: int) -> ObjectiveOutput:
+def average_losses(losses: Sequence[torch.Tensor], masks: Sequence[MaskBatch], num_tokens: int,
+                   features: torch.Tensor | None = None) -> ObjectiveOutput:
     """Mean over masks, with the mean and per-mask losses and context fractions as metrics
     (one host sync per step)."""
     loss = torch.stack(list(losses)).mean()
     if loss.is_meta:  # shape-only run (FLOP counting on the meta device): nothing to read back
-        return ObjectiveOutput(loss, {})
+        return ObjectiveOutput(loss, {}, features)
     mean, *values = torch.stack([loss.detach().float()] + [v.detach().float() for v in losses]).tolist()
     metrics: dict[str, float] = {"loss": mean}
     for i, (v, m) in enumerate(zip(values, masks, strict=True)):
         metrics[f"loss_mask{i}"] = v
         metrics[f"ctx_frac_mask{i}"] = m.context_idx.shape[1] / num_tokens
-    return ObjectiveOutput(loss, metrics)
+    return ObjectiveOutput(loss, metrics, features)

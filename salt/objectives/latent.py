@@ -26,12 +26,15 @@ def compute_teacher_targets(teacher: VideoViT, clips: torch.Tensor) -> torch.Ten
 
 
 def latent_prediction_losses(encoder: VideoViT, predictor: TokenDecoder, clips: torch.Tensor,
-                             masks: Sequence[MaskBatch], targets: torch.Tensor) -> list[torch.Tensor]:
-    """Per mask: encode the context, predict the targets at the predicted positions, L1 loss."""
-    losses = []
+                             masks: Sequence[MaskBatch], targets: torch.Tensor
+                             ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Per mask: encode the context, predict the targets at the predicted positions, L1 loss. Also
+    returns the first mask's context features (B, N_ctx, D_student), detached, for health metrics."""
+    losses, features = [], None
     for m in masks:
         z = encoder(clips, keep_idx=m.context_idx)  # (B, N_ctx, D_student)
+        features = z.detach() if features is None else features
         pred = predictor(z, m.context_idx, m.pred_idx)  # (B, N_pred, D_teacher)
         target = gather_tokens(targets, m.pred_idx)  # (B, N_pred, D_teacher)
         losses.append(F.l1_loss(pred.float(), target.float()))
-    return losses
+    return losses, features

@@ -59,5 +59,5 @@ class StudentObjective(nn.Module):
         elif targets.shape[1] != self.student.num_tokens or targets.shape[2] != self.predictor.out_dim:
             raise ValueError(f"targets {tuple(targets.shape)} do not match ({self.student.num_tokens} tokens, "
                              f"width {self.predictor.out_dim})")
-        losses = latent_prediction_losses(self.student, self.predictor, clips, masks, targets)
-        return average_losses(losses, masks, self.student.num_tokens)
+        losses, features = latent_prediction_losses(self.student, self.predictor, clips, masks, targets)
+        return average_losses(losses, masks, self.student.num_tokens, features)

@@ -42,10 +42,11 @@ class TeacherObjective(nn.Module):
         pe = self.encoder.patch_embed
         with torch.no_grad():
             targets = pixel_targets(clips, pe.patch_size, pe.tubelet_size, self.norm_pix)  # (B, N, P*C)
-        losses = []
+        losses, features = [], None
         for m in masks:
             z = self.encoder(clips, keep_idx=m.context_idx)  # (B, N_ctx, D)
+            features = z.detach() if features is None else features
             pred = self.decoder(z, m.context_idx, m.pred_idx).float()  # (B, N_pred, P*C)
             target = gather_tokens(targets, m.pred_idx)  # (B, N_pred, P*C)
             losses.append(F.mse_loss(pred, target) if self.loss_kind == "mse" else F.l1_loss(pred, target))
-        return average_losses(losses, masks, self.encoder.num_tokens)
+        return average_losses(losses, masks, self.encoder.num_tokens, features)

@@ -49,5 +49,5 @@ class VJEPAObjective(nn.Module):
     def forward(self, clips: torch.Tensor, masks: MaskBatch | Sequence[MaskBatch]) -> ObjectiveOutput:
         masks = as_mask_list(masks)
         targets = compute_teacher_targets(self.target_encoder, clips)  # (B, N, D)
-        losses = latent_prediction_losses(self.encoder, self.predictor, clips, masks, targets)
-        return average_losses(losses, masks, self.encoder.num_tokens)
+        losses, features = latent_prediction_losses(self.encoder, self.predictor, clips, masks, targets)
+        return average_losses(losses, masks, self.encoder.num_tokens, features)

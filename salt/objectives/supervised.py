@@ -1,0 +1,46 @@
+"""The ceiling: the same encoder with an attentive classifier, trained end to end on the labels.
+
+It reads whole clips (no masks) and is trained, accounted and exported like every other stage, so a
+probe of its encoder is the best the architecture reaches on the task at the same budget.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from salt.models.attentive_pool import AttentiveProbe
+from salt.models.encoder import VideoViT
+from salt.objectives.common import ObjectiveOutput
+
+
+class SupervisedObjective(nn.Module):
+    needs_labels = True  # the trainer passes each batch's labels
+
+    def __init__(self, encoder: VideoViT, head: AttentiveProbe, *, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if head.dim != encoder.embed_dim:
+            raise ValueError(f"classifier width {head.dim} != encoder width {encoder.embed_dim}")
+        self.encoder = encoder
+        self.head = head
+        self.label_smoothing = label_smoothing
+
+    def trainable_modules(self) -> list[nn.Module]:
+        return [self.encoder, self.head]
+
+    def forward(self, clips: torch.Tensor, masks: object = None, labels: torch.Tensor | None = None
+                ) -> ObjectiveOutput:
+        """clips (B, C, T, H, W), labels (B,) long in [0, num_classes); masks are ignored (whole clips)."""
+        if labels is None:
+            raise ValueError("the supervised stage needs labels")
+        if not labels.is_meta and labels.min() < 0:
+            raise ValueError("the supervised stage got unlabelled samples (label -1): train it on labelled shards")
+        z = self.encoder(clips)  # (B, N, D)
+        logits = self.head(z).float()  # (B, classes)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        if loss.is_meta:
+            return ObjectiveOutput(loss, {}, z.detach())
+        acc = (logits.detach().argmax(-1) == labels).float().mean()
+        mean, top1 = torch.stack([loss.detach(), acc]).tolist()
+        return ObjectiveOutput(loss, {"loss": mean, "train_top1": top1}, z.detach())
