@@ -3,7 +3,7 @@
     python benchmarks/claims.py [--seeds 0 1 2] [--total-steps 600] [--out runs/claims] [--json OUT]
 
 For every seed (the seed of the weights, the data order and the views of every run):
-  split      teacher steps x student steps with their sum held fixed (teacher 1/3 and 2/3 of it)
+  split      teacher steps x student steps with their sum held fixed (--teacher-fractions of it)
   size       the 1/3 split with a smaller teacher (2 blocks instead of 6)
   vjepa      the V-JEPA EMA baseline given the FLOPs of the 1/3 split's teacher + student
   supervised the ceiling: the same encoder and attentive head trained on the labels
@@ -65,7 +65,8 @@ class Sweep:
 
     def train(self, run: Path, stage: str, steps: int, seed: int, *extra: str) -> dict:
         if not (run / "summary.json").exists() or summary(run)["step"] != steps:
-            sh(["salt/train.py", *COMMON, "--stage", stage, "--shards", str(self.train_shards), "--run-dir", str(run),
+            resume = ["--resume"] if (run / "checkpoints" / "latest").exists() else []  # an interrupted sweep
+            sh(["salt/train.py", *resume, *COMMON, "--stage", stage, "--shards", str(self.train_shards), "--run-dir", str(run),
                 "--steps", str(steps), f"--run.seed={seed}", f"--data.seed={seed}",
                 f"--run.checkpoint_every={steps}", f"--optim.warmup_steps={max(1, steps // 10)}", *extra])
         return summary(run)
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--total-steps", type=int, default=600, help="teacher + student steps of every split")
+    ap.add_argument("--teacher-fractions", type=float, nargs="+", default=[1 / 3, 2 / 3],
+                    help="teacher share of --total-steps per split; the first is the reference split")
     ap.add_argument("--supervised-steps", type=int, default=600)
     ap.add_argument("--train-videos", type=int, default=400)
     ap.add_argument("--val-videos", type=int, default=300)
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sweep = Sweep(out, train, val, args.probe_max_epochs)
     total = args.total_steps
-    splits = [(total // 3, total - total // 3), (2 * total // 3, total - 2 * total // 3)]
+    splits = [(round(total * f), total - round(total * f)) for f in args.teacher_fractions]
     pairs = [sweep.pair(t, s, seed) for t, s in splits for seed in args.seeds]
     mid_t, mid_s = splits[0]
     small = [sweep.pair(mid_t, mid_s, seed, teacher_depth=2) for seed in args.seeds]
