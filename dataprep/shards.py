@@ -42,8 +42,8 @@ from dataprep.transcode import (
     probe_video,
     transcode_video,
 )
-from dataprep.video_codecs import CODECS, DEFAULT_CODEC, codec_spec
 from salt.atomic import WriteError, write_json_atomic, write_jsonl_atomic
+from salt.data.codecs import CODECS, DEFAULT_CODEC, codec_spec
 from salt.data.train_clip import TrainClip
 from salt.interrupt import EXIT_STOPPED, Stopped, raise_on_stop_signals
 

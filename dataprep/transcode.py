@@ -19,7 +19,7 @@ from fractions import Fraction
 import av
 
 from dataprep.inputs import InputVideo
-from dataprep.video_codecs import CodecSpec
+from salt.data.codecs import CodecSpec
 
 REORDER_WINDOW = 8  # frames; some files emit a few frames out of presentation order
 SCALER = "AREA"  # swscale's area averaging: no aliasing when shrinking

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dataprep.video_codecs import codec_spec
 from salt.atomic import file_sha256
+from salt.data.codecs import codec_spec
 from salt.data.storage import LocalStore, is_url, open_store
 
 
