@@ -20,7 +20,6 @@ import argparse
 import io
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,69 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import format_table, median, write_result  # noqa: E402
 from salt.data.config import LoaderConfig  # noqa: E402
 from salt.data.shardset import ShardSet  # noqa: E402
+from salt.data.throughput import measure, run_dali, run_reference  # noqa: E402
 from salt.processes import mp_context  # noqa: E402
 
 LOADERS = ("dali", "dali-native", "dali-decode", "reference", "vjepa", "decode")
-
-
-class PeakRSS:
-    """Peak resident memory of this process and its children (DataLoader workers), sampled."""
-
-    def __init__(self, interval: float = 0.05):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _tree_rss(os.getpid()))
-            time.sleep(self.interval)
-
-
-def _tree_rss(pid: int) -> int:
-    total = 0
-    try:
-        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-        total += pages * os.sysconf("SC_PAGE_SIZE")
-        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            total += _tree_rss(int(child))
-    except (OSError, ValueError, IndexError):
-        pass
-    return total
-
-
-def measure(make: Callable[[], Iterator[int]], seconds: float) -> dict:
-    """`make()` returns an iterator of clip counts per batch. Returns clips/s after the first batch."""
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        it = make()
-        next(it)
-        first = time.perf_counter() - t0
-        clips, t1 = 0, time.perf_counter()
-        while time.perf_counter() - t1 < seconds:
-            clips += next(it)
-        elapsed = time.perf_counter() - t1
-        del it
-    return {"clips_per_s": clips / elapsed, "first_batch_s": first, "peak_rss_mb": mem.peak / 2**20}
-
-
-def run_dali(cfg: LoaderConfig) -> Iterator[int]:
-    from salt.data.dali_loader import DaliVideoLoader
-
-    yield from (batch.video.shape[0] for batch in DaliVideoLoader(cfg).endless())
-
-
-def run_reference(cfg: LoaderConfig) -> Iterator[int]:
-    from salt.data.reference_loader import ReferenceVideoLoader
-
-    yield from (batch.video.shape[0] for batch in ReferenceVideoLoader(cfg).endless())
 
 
 def run_dali_native(cfg: LoaderConfig, decode_only: bool) -> Iterator[int]:

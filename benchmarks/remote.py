@@ -18,9 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import format_table, median, write_result  # noqa: E402
-from benchmarks.loader import measure, run_dali  # noqa: E402
 from benchmarks.local_servers import range_http_server, s3_configured, s3_server, upload  # noqa: E402
 from salt.data.config import LoaderConfig  # noqa: E402
+from salt.data.throughput import measure, run_dali  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

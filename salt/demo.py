@@ -205,9 +205,9 @@ class Demo:
         return report
 
     def loader_throughput(self, seconds: float = 5.0) -> dict:
-        """Clips/s of both loaders on the training shards, measured as benchmarks/loader.py does."""
-        from benchmarks.loader import measure, run_dali, run_reference
+        """Clips/s of both loaders on the training shards (salt.data.throughput, as benchmarks/loader.py measures)."""
         from salt.config import load_config
+        from salt.data.throughput import measure, run_dali, run_reference
 
         cfg = load_config("tiny", [f"data.shards={self.train_shards}", f"data.batch_size={self.size.batch_size}"]
                           + [a[2:] for a in self.size.model_args if a.startswith("--data.")]).data
