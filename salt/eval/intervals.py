@@ -27,9 +27,6 @@ class Estimate:
     def fmt(self, scale: float = 100.0) -> str:
         return f"{scale * self.mean:.1f} [{scale * self.low:.1f}, {scale * self.high:.1f}]"
 
-    def overlaps(self, other: Estimate) -> bool:
-        return self.low <= other.high and other.low <= self.high
-
 
 def bootstrap(correct: np.ndarray, resamples: int = 2000, level: float = 0.95, seed: int = 0) -> Estimate:
     """correct (seeds, clips) of 0/1: the mean and a percentile interval of the mean accuracy."""
