@@ -55,9 +55,9 @@ SIZES = {
                      ("--model.depth=2", *CLIP, "--predictor.depth=1", "--decoder.depth=1",
                       "--data.shuffle_buffer=16")),
     # the default: under 20 minutes on 2 CPU cores
-    "small": DemoSize("directions4", 400, 300, 400, 600, 600, 32, 4, 2, 60, 3, 2, CLIP),
+    "small": DemoSize("directions4", 400, 300, 400, 400, 500, 32, 4, 2, 40, 3, 2, CLIP),
     # longer runs of the same model on more data
-    "medium": DemoSize("directions4", 1000, 300, 1200, 2000, 1500, 32, 6, 4, 100, 3, 2, CLIP),
+    "medium": DemoSize("directions4", 1000, 300, 800, 1200, 1000, 32, 6, 4, 60, 3, 2, CLIP),
 }
 
 
