@@ -23,7 +23,6 @@ from salt.flops import (
     StepFlops,
     encoder_forward_flops,
     mask_counts,
-    objective_step_flops,
     student_step_flops,
     teacher_step_flops,
     vjepa_step_flops,
@@ -110,7 +109,7 @@ def counter_check(size: str, a: argparse.Namespace, grid: TokenGrid, masks: list
             out.loss.backward()
         counted_fwd = fwd.get_total_flops() / batch
         counted_step = counted_fwd + bwd.get_total_flops() / batch
-        ana = objective_step_flops(obj, masks)
+        ana = obj.step_flops(masks)
         rows.append({"size": size, "objective": name, "analytic_fwd_GF": ana.forward / G,
                      "counted_fwd_GF": counted_fwd / G, "analytic_step_GF": ana.train_step / G,
                      "counted_step_GF": counted_step / G, "step_ratio": counted_step / ana.train_step})

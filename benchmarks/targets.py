@@ -96,10 +96,11 @@ def same_weights_losses(shards: Path, caches: dict[str, Path], batches: int) -> 
     each dtype's targets."""
     from dataclasses import replace
 
-    from salt.build import build_masks, build_objective
+    from salt.build import build_masks
     from salt.config import load_config
     from salt.data.dali_loader import DaliVideoLoader
     from salt.data.target_cache import TargetCache
+    from salt.stages import build_objective
 
     opened = {d: TargetCache(p) for d, p in caches.items()}
     ref = opened["fp32"]

@@ -82,7 +82,7 @@ def resolve_job(args: argparse.Namespace, overrides: list[str]):
     from dataprep.targets_job import TargetJob, TargetJobError
     from salt.config import load_config
     from salt.engine.deepspeed_setup import autocast_dtype, load_ds_config
-    from salt.engine.export import find_encoder
+    from salt.models.io import find_encoder
 
     for name in ("teacher", "shards", "out", "views"):
         if getattr(args, name) is None:

@@ -101,7 +101,7 @@ def job_device() -> torch.device:
 
 
 def load_frozen_teacher(job: TargetJob, device: torch.device) -> VideoViT:
-    from salt.engine.export import load_encoder
+    from salt.models.io import load_encoder
 
     teacher, info = load_encoder(job.teacher)
     grid = (job.data.num_frames // job.tubelet_size, job.data.crop_size // job.patch_size,
@@ -138,7 +138,7 @@ def decode_device(job: TargetJob) -> str:
 
 def describe(job: TargetJob, shards: ShardSet, teacher: VideoViT) -> dict:
     """meta.json without counts: everything that decides the cache's contents (its job_id hashes this)."""
-    from salt.engine.export import encoder_fingerprint
+    from salt.models.io import encoder_fingerprint
 
     grid = list(teacher.grid.shape)
     tokens, width = teacher.num_tokens, teacher.embed_dim * (len(job.layers) if job.layers else 1)

@@ -18,9 +18,9 @@ from typing import Any
 import yaml
 
 from salt.data.config import LoaderConfig
+from salt.stages import STAGES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-STAGES = ("teacher", "student", "vjepa", "supervised")
 
 
 class ConfigError(ValueError):

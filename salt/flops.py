@@ -130,29 +130,3 @@ def supervised_step_flops(encoder: EncoderSpec, *, n_tokens: int, patch_dim: int
 def mask_counts(masks: Sequence[MaskBatch]) -> list[tuple[float, float]]:
     """(n_ctx, n_pred) per mask of one collated batch (every sample in a MaskBatch has the same counts)."""
     return [(float(m.context_idx.shape[1]), float(m.pred_idx.shape[1])) for m in masks]
-
-
-def objective_step_flops(objective: object, masks: Sequence[MaskBatch], *, cached_targets: bool = False) -> StepFlops:
-    """Per-clip FLOPs of one training step of a built objective for this batch's masks
-    (multiply by the batch size). cached_targets: the student step got precomputed targets."""
-    from salt.objectives import StudentObjective, SupervisedObjective, TeacherObjective, VJEPAObjective
-
-    if isinstance(objective, SupervisedObjective):
-        enc, head = objective.encoder, objective.head
-        return supervised_step_flops(enc.spec, n_tokens=enc.num_tokens, patch_dim=enc.patch_embed.patch_dim,
-                                     num_classes=head.num_classes, head_mlp_hidden=int(head.dim * head.mlp_ratio))
-    counts = mask_counts(masks)
-    if isinstance(objective, TeacherObjective):
-        enc = objective.encoder
-        return teacher_step_flops(enc.spec, objective.decoder.spec, n_tokens=enc.num_tokens,
-                                  patch_dim=enc.patch_embed.patch_dim, masks=counts)
-    if isinstance(objective, StudentObjective):
-        st = objective.student
-        teacher = None if cached_targets or objective.teacher is None else objective.teacher.spec
-        return student_step_flops(st.spec, objective.predictor.spec, teacher, target_dim=objective.predictor.out_dim,
-                                  n_tokens=st.num_tokens, patch_dim=st.patch_embed.patch_dim, masks=counts)
-    if isinstance(objective, VJEPAObjective):
-        enc = objective.encoder
-        return vjepa_step_flops(enc.spec, objective.predictor.spec, n_tokens=enc.num_tokens,
-                                patch_dim=enc.patch_embed.patch_dim, masks=counts)
-    raise TypeError(f"no FLOP model for {type(objective).__name__}")

@@ -11,7 +11,6 @@ from salt.flops import (
     block_flops,
     encoder_forward_flops,
     linear_flops,
-    objective_step_flops,
     student_step_flops,
     teacher_step_flops,
 )
@@ -82,11 +81,11 @@ def test_objective_steps_match_counter(size: str, teacher_size: str) -> None:
     for name, obj in build_objectives(size, teacher_size).items():
         labels = torch.zeros(BATCH, dtype=torch.long, device="meta")
         with FlopCounterMode(display=False) as fc_fwd:
-            out = obj(clips, meta_masks, labels=labels) if name == "supervised" else obj(clips, meta_masks)
+            out = obj(clips, meta_masks, labels=labels if obj.needs_labels else None)
         with FlopCounterMode(display=False) as fc_bwd:
             out.loss.backward()
         fwd, bwd = fc_fwd.get_total_flops(), fc_bwd.get_total_flops()
-        analytic = objective_step_flops(obj, masks).scaled(BATCH)
+        analytic = obj.step_flops(masks).scaled(BATCH)
         assert fwd == pytest.approx(analytic.forward, rel=1e-9), name
         assert bwd == pytest.approx(analytic.backward, rel=1e-9), name
         assert fwd + bwd == pytest.approx(analytic.train_step, rel=1e-9), name
@@ -95,8 +94,8 @@ def test_objective_steps_match_counter(size: str, teacher_size: str) -> None:
 def test_student_with_cached_targets_drops_only_the_teacher() -> None:
     masks = drawn_masks()
     obj = build_objectives("tiny", "small")["student"]
-    online = objective_step_flops(obj, masks)
-    cached = objective_step_flops(obj, masks, cached_targets=True)
+    online = obj.step_flops(masks)
+    cached = obj.step_flops(masks, cached_targets=True)
     teacher_fwd = encoder_forward_flops(ENCODER_SIZES["small"], n_tokens=1568, n_keep=1568, patch_dim=1536)
     assert online.frozen_forward == teacher_fwd and cached.frozen_forward == 0.0
     assert online.train_step - cached.train_step == teacher_fwd

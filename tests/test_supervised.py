@@ -12,13 +12,13 @@ import torch
 from test_train import train
 
 from dataprep.synth import dataset_info
-from salt.build import build_objective
 from salt.config import ConfigError, load_config
 from salt.data.batch import plan_sample
 from salt.data.config import LoaderConfig
 from salt.data.shardset import ShardSet
-from salt.engine.export import load_encoder
 from salt.health import feature_std, rankme
+from salt.models.io import load_encoder
+from salt.stages import build_objective
 
 
 def rows(run_dir: Path) -> list[dict]:

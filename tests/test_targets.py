@@ -30,9 +30,9 @@ from salt.data.target_cache import (
     error_bound,
     teacher_fingerprint,
 )
-from salt.engine.export import export_encoder, load_encoder
 from salt.masks import TokenGrid, build_mask_generator
 from salt.models import build_predictor
+from salt.models.io import export_encoder, load_encoder
 from salt.models.token_decoder import DecoderSpec
 from salt.objectives import StudentObjective
 from salt.objectives.latent import compute_teacher_targets

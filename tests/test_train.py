@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from salt.config import Config, ConfigError, from_dict, load_config
-from salt.engine.export import load_encoder
+from salt.models.io import load_encoder
 from salt.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def test_student_run_from_teacher_learns_and_leaves_teacher_untouched(teacher_ru
     curve = losses(run)
     assert curve[30] < 0.9 * curve[5]
     assert (teacher_run / "export" / "encoder.safetensors").read_bytes() == before
-    from salt.build import build_objective
+    from salt.stages import build_objective
 
     cfg = load_config(run / "config.yaml")
     objective = build_objective(cfg)

@@ -168,7 +168,7 @@ def file_name(shard_name: str) -> str:
 
 def teacher_fingerprint(path: str | Path) -> str:
     """sha256 of the exported teacher's weights hash and architecture (not its step or run name)."""
-    from salt.engine.export import encoder_fingerprint, find_encoder
+    from salt.models.io import encoder_fingerprint, find_encoder
 
     info = json.loads(find_encoder(path).with_suffix(".json").read_text())
     arch = {k: info.get(k) for k in ("size", "depth", "img_size", "num_frames", "patch_size", "tubelet_size",

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from salt.config import Config, ConfigError
+from salt.objectives.base import Objective
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,18 +78,14 @@ class TrainableParts(nn.Module):
     """What DeepSpeed wraps: only the trained modules. The objective (with its frozen teacher or EMA
     target) is held outside the module tree, so DeepSpeed never casts, partitions or saves those."""
 
-    def __init__(self, objective: nn.Module):
+    def __init__(self, objective: Objective):
         super().__init__()
         self.parts = nn.ModuleList(objective.trainable_modules())
         object.__setattr__(self, "objective", objective)
 
     def forward(self, clips: torch.Tensor, masks, targets: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None):
-        if targets is not None:
-            return self.objective(clips, masks, targets=targets)
-        if labels is not None:
-            return self.objective(clips, masks, labels=labels)
-        return self.objective(clips, masks)
+        return self.objective(clips, masks, targets=targets, labels=labels)
 
     def train(self, mode: bool = True):
         super().train(mode)

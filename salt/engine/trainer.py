@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from salt.atomic import reporting_write_errors, write_json_atomic, write_text_atomic
-from salt.build import build_masks, build_objective, encoder_info, main_encoder, stage_uses_masks
+from salt.build import build_masks, encoder_info
 from salt.config import Config, ConfigError, dump_config, to_dict
 from salt.data.batch import VideoBatch
 from salt.data.config import LoaderConfig
@@ -29,13 +29,12 @@ from salt.data.train_clip import wasted_decode_note
 from salt.engine.checkpoint import incomplete_tags, latest_tag, load_checkpoint, save_checkpoint, tag_for
 from salt.engine.deepspeed_setup import TrainableParts, autocast_dtype, load_ds_config, reconcile, zero_stage
 from salt.engine.distributed import DistInfo, all_gather_objects, barrier, mean_across_ranks
-from salt.engine.export import EXPORT_DIR, encoder_fingerprint, export_encoder
 from salt.engine.stopping import FirstSignal, LauncherWatch, collective_failed, collective_reason
-from salt.flops import objective_step_flops
 from salt.health import health_metrics
 from salt.metrics import MetricsLogger, Window, peak_tflops
-from salt.objectives import VJEPAObjective, momentum_schedule
+from salt.models.io import EXPORT_DIR, encoder_fingerprint, export_encoder
 from salt.optim import apply_schedule, build_optimizer
+from salt.stages import build_objective, objective_class
 
 # keys that may change when a run is resumed; anything else must match the saved config
 RESUMABLE_CHANGES = {"run.steps", "run.stop_after", "run.log_every", "run.checkpoint_every", "run.keep_checkpoints",
@@ -95,9 +94,10 @@ class Trainer:
         self.compute_dtype = autocast_dtype(ds_cfg)
         # measured (on a CPU) before any loader thread starts competing for the cores
         peak, source = peak_tflops(dist.device, self.compute_dtype, cfg.run.peak_tflops)
-        self.mask_generator = build_masks(cfg) if stage_uses_masks(cfg) else None
-        # student stage from a target cache: each sample loads one of the cache's K views per epoch
-        self.targets = open_target_cache(cfg) if cfg.stage == "student" and cfg.targets.cache else None
+        stage = objective_class(cfg.stage)
+        self.mask_generator = build_masks(cfg) if stage.uses_masks else None
+        # a stage fed by a teacher, from a target cache: each sample loads one of the cache's K views per epoch
+        self.targets = open_target_cache(cfg) if stage.uses_teacher and cfg.targets.cache else None
         data = replace(cfg.data, cached_views=self.targets.num_views) if self.targets else cfg.data
         self.loader = make_loader(cfg, dist, self.mask_generator, data)
         self.target_prefetch = None
@@ -108,16 +108,15 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
         self.objective = build_objective(cfg, teacher_width=self.targets.width if self.targets else None,
                                          num_classes=len(self.loader.shards.classes)).to(dist.device)
-        self.needs_labels = getattr(self.objective, "needs_labels", False)
         if cfg.run.probe_every and self.zero_stage == 3:
             raise ConfigError("run.probe_every reads the encoder's full weights: use ZeRO stage 1 or 2 (or probe the "
                               "exported checkpoints with python -m salt.eval.probe)")
-        if cfg.stage == "vjepa" and self.zero_stage == 3:
-            raise ConfigError("the vjepa stage's EMA update needs full parameters: use ZeRO stage 1 or 2")
+        if stage.needs_full_parameters and self.zero_stage == 3:
+            raise ConfigError(f"the {cfg.stage} stage's per-step update reads full parameters: use ZeRO stage 1 or 2")
         optimizer = build_optimizer(self.objective.trainable_modules(), cfg.optim)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=TrainableParts(self.objective),
                                                                  optimizer=optimizer, config=ds_cfg)
-        self.teacher_fingerprint = encoder_fingerprint(cfg.teacher.path) if cfg.stage == "student" and \
+        self.teacher_fingerprint = encoder_fingerprint(cfg.teacher.path) if stage.uses_teacher and \
             cfg.teacher.path and not cfg.targets.cache else None
         if self.targets:
             self.teacher_fingerprint = self.targets.teacher_fingerprint
@@ -228,17 +227,16 @@ class Trainer:
                 video = batch.video.to(self.dist.device, non_blocking=True)  # (B * V, C, T, H, W)
                 masks = [m.to(self.dist.device, non_blocking=True) for m in batch.masks] if batch.masks else None
                 targets = self._cached_targets(batch) if self.targets else None  # (B, N, D) float32
-                labels = batch.labels.to(self.dist.device) if self.needs_labels else None  # (B,)
+                labels = batch.labels.to(self.dist.device) if self.objective.needs_labels else None  # (B,)
                 data_s += time.perf_counter() - t_data
                 out = self.engine(video, masks, targets=targets, labels=labels)
                 self.engine.backward(out.loss)
                 self.engine.step()
                 losses.append(out.loss.detach())
                 clips += video.shape[0]
-                flops += objective_step_flops(self.objective, batch.masks, cached_targets=targets is not None
-                                              ).train_step * video.shape[0]
-            if isinstance(self.objective, VJEPAObjective):
-                self.objective.ema_update(momentum_schedule(self.step, total, cfg.ema.start, cfg.ema.end))
+                flops += self.objective.step_flops(batch.masks, cached_targets=targets is not None
+                                                   ).train_step * video.shape[0]
+            self.objective.after_step(self.step, total)
             loss = float(torch.stack(losses).float().mean())  # waits for the step to finish
             if not math.isfinite(loss):
                 raise TrainingError(f"loss became {loss} at step {self.step + 1}; lower optim.lr or check the data")
@@ -280,7 +278,7 @@ class Trainer:
         if self.checkpoint_probe is None:
             return {}
         t0 = time.perf_counter()
-        result = self.checkpoint_probe(main_encoder(self.objective))
+        result = self.checkpoint_probe(self.objective.exported_encoder())
         result["probe_s"] = time.perf_counter() - t0
         return result
 
@@ -322,17 +320,15 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def _client_state(self) -> dict:
-        state = {
+        return {
             "step": self.step,
             "flops_done": self.flops_done,
             "loader": all_gather_objects(self.loader.state_dict()),
             "rng": all_gather_objects(torch.get_rng_state()),
             "config": to_dict(self.cfg),
             "teacher_fingerprint": self.teacher_fingerprint,
+            **self.objective.extra_state(),
         }
-        if isinstance(self.objective, VJEPAObjective):
-            state["ema_target"] = self.objective.target_encoder.state_dict()
-        return state
 
     def checkpoint(self) -> None:
         state = self._client_state()
@@ -341,7 +337,7 @@ class Trainer:
         self.export()
 
     def export(self) -> None:
-        encoder = main_encoder(self.objective)
+        encoder = self.objective.exported_encoder()
         folders = [self.run_dir / EXPORT_DIR]
         if self.cfg.run.export_history:
             folders.append(self.run_dir / EXPORT_DIR / tag_for(self.step))
@@ -379,8 +375,7 @@ class Trainer:
         rngs = state.get("rng", [])
         if len(rngs) == self.dist.world:
             torch.set_rng_state(rngs[self.dist.rank])
-        if "ema_target" in state and isinstance(self.objective, VJEPAObjective):
-            self.objective.target_encoder.load_state_dict(state["ema_target"])
+        self.objective.load_extra_state(state)
         if self.dist.is_main:
             print(f"resumed from {self.ckpt_dir / tag} at step {self.step}", flush=True)
 

@@ -261,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1 or args.max_epochs < 1 or args.eval_every < 1 or not 0 <= args.heldout_frac < 1:
         ap.error("need --seeds, --max-epochs, --eval-every >= 1 and 0 <= --heldout-frac < 1")
 
-    from salt.engine.export import find_encoder, load_encoder
     from salt.models import build_encoder
+    from salt.models.io import find_encoder, load_encoder
 
     try:
         encoder, info = load_encoder(args.encoder)

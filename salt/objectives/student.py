@@ -7,14 +7,19 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from salt.build import build_model_encoder, head_spec, load_teacher, token_grid
+from salt.config import Config, ConfigError
+from salt.flops import StepFlops, mask_counts, student_step_flops
 from salt.masks.batch import MaskBatch
+from salt.models import build_predictor
 from salt.models.encoder import VideoViT
 from salt.models.token_decoder import TokenDecoder
+from salt.objectives.base import Objective, refuse_unused
 from salt.objectives.common import ObjectiveOutput, as_mask_list, average_losses, freeze
 from salt.objectives.latent import compute_teacher_targets, latent_prediction_losses
 
 
-class StudentObjective(nn.Module):
+class StudentObjective(Objective):
     """Student encoder over the context -> predictor -> teacher targets at the predicted positions.
 
     The teacher is frozen (eval mode, no grad, never in trainable_modules, kept in eval by train()).
@@ -38,8 +43,38 @@ class StudentObjective(nn.Module):
         self.predictor = predictor
         self.teacher = teacher
 
+    uses_teacher = True
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, teacher_width: int | None = None,
+                    num_classes: int | None = None) -> StudentObjective:
+        """Without cfg.targets.cache the teacher is loaded from cfg.teacher.path; with one, `teacher_width`
+        is the cache's target width and no teacher is loaded."""
+        student = build_model_encoder(cfg)
+        teacher = None
+        if not cfg.targets.cache:
+            teacher, _ = load_teacher(cfg)
+            teacher_width = teacher.embed_dim
+        if teacher_width is None:
+            raise ConfigError("student stage from a target cache needs the cache's target width")
+        pred = build_predictor(grid=token_grid(cfg), in_dim=student.embed_dim, out_dim=teacher_width,
+                               spec=head_spec(cfg.predictor), use_rope=cfg.model.use_rope)
+        dtype = torch.bfloat16 if cfg.teacher.dtype == "bf16" else None
+        return cls(student, pred, teacher, teacher_dtype=dtype)
+
     def trainable_modules(self) -> list[nn.Module]:
         return [self.student, self.predictor]
+
+    def exported_encoder(self) -> VideoViT:
+        return self.student
+
+    def step_flops(self, masks: Sequence[MaskBatch] | None, *, cached_targets: bool = False) -> StepFlops:
+        """cached_targets: the step got precomputed targets (the teacher's forward is free)."""
+        st = self.student
+        teacher = None if cached_targets or self.teacher is None else self.teacher.spec
+        return student_step_flops(st.spec, self.predictor.spec, teacher, target_dim=self.predictor.out_dim,
+                                  n_tokens=st.num_tokens, patch_dim=st.patch_embed.patch_dim,
+                                  masks=mask_counts(masks))
 
     def train(self, mode: bool = True) -> StudentObjective:
         super().train(mode)
@@ -47,10 +82,11 @@ class StudentObjective(nn.Module):
             self.teacher.eval()
         return self
 
-    def forward(self, clips: torch.Tensor, masks: MaskBatch | Sequence[MaskBatch],
-                targets: torch.Tensor | None = None) -> ObjectiveOutput:
+    def forward(self, clips: torch.Tensor, masks: MaskBatch | Sequence[MaskBatch], *,
+                targets: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> ObjectiveOutput:
         """clips (B, C, T, H, W); targets (B, N, D_teacher) from compute_teacher_targets, or None to run
         the teacher here. Loss averaged over the masks."""
+        refuse_unused("student", labels=labels)
         masks = as_mask_list(masks)
         if targets is None:
             if self.teacher is None:

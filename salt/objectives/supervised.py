@@ -10,13 +10,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from salt.build import build_model_encoder
+from salt.config import Config, ConfigError
+from salt.flops import StepFlops, supervised_step_flops
 from salt.models.attentive_pool import AttentiveProbe
 from salt.models.encoder import VideoViT
+from salt.objectives.base import Objective, refuse_unused
 from salt.objectives.common import ObjectiveOutput
 
 
-class SupervisedObjective(nn.Module):
-    needs_labels = True  # the trainer passes each batch's labels
+class SupervisedObjective(Objective):
+    uses_masks = False
+    needs_labels = True
 
     def __init__(self, encoder: VideoViT, head: AttentiveProbe, *, label_smoothing: float = 0.0) -> None:
         super().__init__()
@@ -26,12 +31,29 @@ class SupervisedObjective(nn.Module):
         self.head = head
         self.label_smoothing = label_smoothing
 
+    @classmethod
+    def from_config(cls, cfg: Config, *, teacher_width: int | None = None,
+                    num_classes: int | None = None) -> SupervisedObjective:
+        if not num_classes or num_classes < 2:
+            raise ConfigError("the supervised stage needs labelled shards (at least 2 classes in manifest.json)")
+        enc = build_model_encoder(cfg)
+        return cls(enc, AttentiveProbe(enc.embed_dim, num_classes), label_smoothing=cfg.supervised.label_smoothing)
+
     def trainable_modules(self) -> list[nn.Module]:
         return [self.encoder, self.head]
 
-    def forward(self, clips: torch.Tensor, masks: object = None, labels: torch.Tensor | None = None
-                ) -> ObjectiveOutput:
+    def exported_encoder(self) -> VideoViT:
+        return self.encoder
+
+    def step_flops(self, masks: object = None, *, cached_targets: bool = False) -> StepFlops:
+        enc, head = self.encoder, self.head
+        return supervised_step_flops(enc.spec, n_tokens=enc.num_tokens, patch_dim=enc.patch_embed.patch_dim,
+                                     num_classes=head.num_classes, head_mlp_hidden=int(head.dim * head.mlp_ratio))
+
+    def forward(self, clips: torch.Tensor, masks: object = None, *, targets: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> ObjectiveOutput:
         """clips (B, C, T, H, W), labels (B,) long in [0, num_classes); masks are ignored (whole clips)."""
+        refuse_unused("supervised", targets=targets)
         if labels is None:
             raise ValueError("the supervised stage needs labels")
         if not labels.is_meta and labels.min() < 0:

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from salt.atomic import file_sha256, write_json_atomic
-from salt.models import VideoViT, build_encoder
+from salt.models.encoder import VideoViT, build_encoder
 
 EXPORT_DIR = "export"
 
