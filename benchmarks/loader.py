@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import format_table, median, write_result  # noqa: E402
 from salt.data.config import LoaderConfig  # noqa: E402
 from salt.data.shardset import ShardSet  # noqa: E402
-from salt.data.throughput import measure, run_dali, run_reference  # noqa: E402
+from salt.data.throughput import measure, run_loader  # noqa: E402
 from salt.processes import mp_context  # noqa: E402
 
 LOADERS = ("dali", "dali-native", "dali-decode", "reference", "vjepa", "decode")
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted = tuple(w for w in wanted if w != "vjepa")
 
     runners: dict[str, Callable[[], Iterator[int]]] = {
-        "dali": lambda: run_dali(cfg), "reference": lambda: run_reference(cfg),
+        "dali": lambda: run_loader(cfg, "dali"), "reference": lambda: run_loader(cfg, "reference"),
         "dali-native": lambda: run_dali_native(cfg, decode_only=False),
         "dali-decode": lambda: run_dali_native(cfg, decode_only=True),
         "vjepa": lambda: run_vjepa(cfg, sources),

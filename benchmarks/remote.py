@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import format_table, median, write_result  # noqa: E402
 from benchmarks.local_servers import range_http_server, s3_configured, s3_server, upload  # noqa: E402
 from salt.data.config import LoaderConfig  # noqa: E402
-from salt.data.throughput import measure, run_dali  # noqa: E402
+from salt.data.throughput import measure, run_loader  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, root in roots.items():
                 cfg = LoaderConfig(shards=root, batch_size=args.batch_size, num_frames=args.num_frames,
                                    frame_stride=args.frame_stride, crop_size=args.crop_size, threads=args.threads)
-                runs[name].append(measure(lambda cfg=cfg: run_dali(cfg), args.seconds))
+                runs[name].append(measure(lambda cfg=cfg: run_loader(cfg, "dali"), args.seconds))
                 print(f"repeat {r + 1}/{args.repeats} {name}: {runs[name][-1]['clips_per_s']:.1f} clips/s",
                       file=sys.stderr)
     base = median([x["clips_per_s"] for x in runs["local disk"]])

@@ -98,9 +98,9 @@ def same_weights_losses(shards: Path, caches: dict[str, Path], batches: int) -> 
 
     from salt.build import build_masks
     from salt.config import load_config
-    from salt.data.dali_loader import DaliVideoLoader
-    from salt.data.target_cache import TargetCache
+    from salt.data.loaders import open_loader
     from salt.stages import build_objective
+    from salt.targets.reader import TargetCache
 
     opened = {d: TargetCache(p) for d, p in caches.items()}
     ref = opened["fp32"]
@@ -109,7 +109,7 @@ def same_weights_losses(shards: Path, caches: dict[str, Path], batches: int) -> 
     objective = build_objective(cfg, teacher_width=ref.width).eval()
     data = replace(cfg.data, cached_views=ref.num_views)
     out = {d: [] for d in caches}
-    with DaliVideoLoader(data, mask_generator=build_masks(cfg)) as loader, torch.no_grad():
+    with open_loader(data, "dali", mask_generator=build_masks(cfg)) as loader, torch.no_grad():
         for i, batch in enumerate(loader):
             if i >= batches:
                 break
@@ -123,7 +123,7 @@ def same_weights_losses(shards: Path, caches: dict[str, Path], batches: int) -> 
 
 def read_throughput(cache_dir: Path, batch: int, repeats: int) -> dict:
     """Reads every (sample, view) row once in a shuffled order, in batches, decoded to float32."""
-    from salt.data.target_cache import TargetCache
+    from salt.targets.reader import TargetCache
 
     cache = TargetCache(cache_dir, threads=2)
     keys = sorted(cache.index)
@@ -147,8 +147,8 @@ def read_throughput(cache_dir: Path, batch: int, repeats: int) -> dict:
 
 def large_row_read(work: Path, dtype: str, rows: int, tokens: int = 1568, width: int = 1024) -> dict:
     """One file of ViT-L-sized rows (layer-normed Gaussian), written and read back with the cache's code."""
-    from dataprep.targets_writer import ShardTargetWriter
-    from salt.data.target_cache import arrow_schema, encode, open_arrow
+    from salt.targets.format import arrow_schema, encode, open_arrow
+    from salt.targets.writer import ShardTargetWriter
 
     folder = work / f"large-{dtype}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from salt.atomic import write_json_atomic
+from salt.resume import changed_settings, describe_changes
 
 
 @dataclass
@@ -47,12 +48,11 @@ class Journal:
     def begin(self, job: dict[str, Any]) -> None:
         """Record the job's options; refuse to continue a journal written for different ones."""
         if self.exists():
-            old = json.loads(self.job_file.read_text())
-            diffs = sorted(k for k in set(old) | set(job) if old.get(k) != job.get(k))
-            if diffs:
-                detail = "; ".join(f"{k}: was {old.get(k)!r}, now {job.get(k)!r}" for k in diffs)
+            changes = changed_settings(json.loads(self.job_file.read_text()), job)
+            if changes:
                 raise JobMismatch(f"{self.dir.parent} holds an unfinished or finished job with other settings "
-                                  f"({detail}). Rerun with the same settings to resume, or pass --overwrite.")
+                                  f"({describe_changes(changes)}). Rerun with the same settings to resume, or pass "
+                                  "--overwrite.")
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.job_file, job)

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,10 @@ class JobConfig:
             raise JobError("set --shard-size or --shard-samples to a positive value")
         if not self.name or any(c in self.name for c in "./ "):
             raise JobError(f"shard set name {self.name!r} may not be empty or contain '.', '/' or spaces")
+
+
+# the command line's defaults are the job's
+JOB_DEFAULTS = {f.name: f.default for f in fields(JobConfig) if f.default is not MISSING}
 
 
 @dataclass
@@ -560,33 +564,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="directory of videos (label = first sub-folder) or a .csv/.jsonl manifest "
                                    "with 'path' and optional 'label'")
     p.add_argument("--out", help="output folder, e.g. shards/NAME; NAME names the shard files")
-    p.add_argument("--codec", default=DEFAULT_CODEC, choices=sorted(CODECS),
+    p.add_argument("--codec", default=JOB_DEFAULTS["codec"], choices=sorted(CODECS),
                    help="vp9 decodes with DALI on CPU and GPU; h264/hevc need NVDEC (GPU) in DALI")
-    p.add_argument("--fps", type=_fps, default=None, help="constant output frame rate (e.g. 15 or 30000/1001); "
-                                                         "default keeps each source's rate")
-    p.add_argument("--train-clip", default=None, metavar="FxS@FPS",
+    p.add_argument("--fps", type=_fps, default=JOB_DEFAULTS["fps"],
+                   help="constant output frame rate (e.g. 15 or 30000/1001); default keeps each source's rate")
+    p.add_argument("--train-clip", default=JOB_DEFAULTS["train_clip"], metavar="FxS@FPS",
                    help="store the shards at the rate a run samples: 16x4@30 (16 frames at stride 4 of 30 fps) "
                         "stores 7.5 fps, read at stride 1; decoding gets about 2x cheaper, and another stride "
                         "later needs new shards")
-    p.add_argument("--short-side", type=_number(int, 0, "an even integer >= 0"), default=256,
+    p.add_argument("--short-side", type=_number(int, 0, "an even integer >= 0"),
+                   default=JOB_DEFAULTS["short_side"],
                    help="resize so the short side is this (even); 0 keeps")
-    p.add_argument("--clip-seconds", type=_number(float, 1e-9, "a positive number of seconds"), default=None,
+    p.add_argument("--clip-seconds", type=_number(float, 1e-9, "a positive number of seconds"),
+                   default=JOB_DEFAULTS["clip_seconds"],
                    help="cut videos into clips this long; default: one sample per video")
-    p.add_argument("--gop", type=positive, default=16, help="keyframe interval in frames (closed GOP, no scene cuts)")
-    p.add_argument("--quality", type=_number(int, 0, "an integer >= 0"), default=None,
+    p.add_argument("--gop", type=positive, default=JOB_DEFAULTS["gop"],
+                   help="keyframe interval in frames (closed GOP, no scene cuts)")
+    p.add_argument("--quality", type=_number(int, 0, "an integer >= 0"), default=JOB_DEFAULTS["quality"],
                    help="encoder CRF (vp9 32, h264 23, hevc 28) or mjpeg q:v (4)")
-    p.add_argument("--min-frames", type=positive, default=16, help="inputs or trailing clips shorter than this "
-                                                                   "(after resampling) are dropped")
-    p.add_argument("--shard-size", type=_number(float, 0, "a size in MB >= 0"), default=256.0,
+    p.add_argument("--min-frames", type=positive, default=JOB_DEFAULTS["min_frames"],
+                   help="inputs or trailing clips shorter than this (after resampling) are dropped")
+    p.add_argument("--shard-size", type=_number(float, 0, "a size in MB >= 0"),
+                   default=JOB_DEFAULTS["shard_size_mb"],
                    help="close a shard at this many MB (0: no limit)")
-    p.add_argument("--shard-samples", type=_number(int, 0, "an integer >= 0"), default=0,
+    p.add_argument("--shard-samples", type=_number(int, 0, "an integer >= 0"),
+                   default=JOB_DEFAULTS["shard_samples"],
                    help="close a shard at this many samples (0: no limit)")
     p.add_argument("--workers", type=positive, default=min(4, os.cpu_count() or 1), help="parallel transcode processes")
     p.add_argument("--video-timeout", type=_timeout, default=None, metavar="auto|SECONDS",
                    help="kill a transcode running longer than this and record the input as 'timeout' (0: no "
                         f"limit); auto allows {TimeBudget.minimum:.0f} s + {TimeBudget.per_second:.0f} s per "
                         "second of input video")
-    p.add_argument("--max-fail-frac", type=_number(float, 0, "a fraction in [0, 1]"), default=0.05,
+    p.add_argument("--max-fail-frac", type=_number(float, 0, "a fraction in [0, 1]"),
+                   default=JOB_DEFAULTS["max_fail_frac"],
                    help="fail the job (exit 1) when more than this fraction of inputs is rejected")
     p.add_argument("--part", type=_parse_part, default=None, metavar="K/N",
                    help="process only slice K of N of the sorted inputs (for array jobs); then --merge")

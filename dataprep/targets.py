@@ -36,8 +36,8 @@ import json  # noqa: E402
 import os  # noqa: E402
 
 from salt.config import ConfigError, overrides_from_args  # noqa: E402
-from salt.data.target_cache import STORAGE_DTYPES  # noqa: E402
 from salt.interrupt import EXIT_STOPPED  # noqa: E402
+from salt.targets.format import STORAGE_DTYPES  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,12 +77,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def resolve_job(args: argparse.Namespace, overrides: list[str]):
     """The job from the student run's config (or the teacher's own geometry) and the flags."""
-    import torch
 
-    from dataprep.targets_job import TargetJob, TargetJobError
     from salt.config import load_config
     from salt.engine.deepspeed_setup import autocast_dtype, load_ds_config
     from salt.models.io import find_encoder
+    from salt.precision import short_name
+    from salt.targets.job import TargetJob, TargetJobError
 
     for name in ("teacher", "shards", "out", "views"):
         if getattr(args, name) is None:
@@ -97,18 +97,18 @@ def resolve_job(args: argparse.Namespace, overrides: list[str]):
     ac = autocast_dtype(load_ds_config(cfg.run.deepspeed_config))
     return TargetJob(teacher=args.teacher, out=args.out, num_views=args.views, data=cfg.data,
                      patch_size=cfg.model.patch_size, tubelet_size=cfg.model.tubelet_size, dtype=args.dtype,
-                     teacher_dtype=cfg.teacher.dtype, autocast={torch.bfloat16: "bf16", torch.float16: "fp16"}.get(ac),
+                     teacher_dtype=cfg.teacher.dtype, autocast=short_name(ac),
                      layers=tuple(args.layers) if args.layers else None, batch_size=args.batch_size,
                      loader=args.loader or cfg.data.loader, compression_level=args.zstd_level)
 
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(argv)
-    from dataprep.targets_job import TargetJobError, run_job
-    from dataprep.targets_verify import verify_cache
     from salt.atomic import WriteError
     from salt.data.plan import LoaderError
     from salt.data.shardset import ShardSetError
+    from salt.targets.job import TargetJobError, run_job
+    from salt.targets.verify import verify_cache
 
     try:
         if args.verify:

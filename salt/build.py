@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from salt.config import Config, ConfigError
-from salt.masks import BlockSpec, MaskGenerator, TokenGrid, build_mask_generator
-from salt.models import DecoderSpec, VideoViT, build_encoder, get_spec
+from salt.masks import MaskGenerator, TokenGrid, build_mask_generator
+from salt.models import VideoViT, build_encoder, get_spec
 from salt.models.io import EncoderInfo, load_encoder
 from salt.stages import build_objective
 
@@ -19,8 +19,8 @@ def token_grid(cfg: Config) -> TokenGrid:
 
 
 def build_masks(cfg: Config) -> MaskGenerator:
-    blocks = [BlockSpec(b.num_blocks, b.spatial_scale, b.temporal_scale, b.aspect_ratio) for b in cfg.masks.blocks]
-    return build_mask_generator(cfg.masks.kind, grid=token_grid(cfg), mask_ratio=cfg.masks.ratio, blocks=blocks)
+    return build_mask_generator(cfg.masks.kind, grid=token_grid(cfg), mask_ratio=cfg.masks.ratio,
+                                blocks=cfg.masks.blocks)
 
 
 def build_model_encoder(cfg: Config) -> VideoViT:
@@ -37,10 +37,6 @@ def encoder_info(cfg: Config, step: int = 0) -> EncoderInfo:
                        num_frames=cfg.data.num_frames, patch_size=cfg.model.patch_size,
                        tubelet_size=cfg.model.tubelet_size, use_rope=cfg.model.use_rope, embed_dim=spec.embed_dim,
                        stage=cfg.stage, step=step, frame_stride=cfg.data.frame_stride)
-
-
-def head_spec(h) -> DecoderSpec:
-    return DecoderSpec(h.width, h.depth, h.heads)
 
 
 def load_teacher(cfg: Config) -> tuple[VideoViT, EncoderInfo]:

@@ -18,6 +18,11 @@ from typing import Any
 import yaml
 
 from salt.data.config import LoaderConfig
+from salt.data.loaders import LOADERS
+from salt.masks.multiblock import DEFAULT_MULTIBLOCK, BlockSpec
+from salt.models.pixel_decoder import DEFAULT_PIXEL_DECODER
+from salt.models.predictor import DEFAULT_PREDICTOR
+from salt.models.token_decoder import DecoderSpec
 from salt.stages import STAGES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -36,15 +41,6 @@ class ModelConfig:
     drop_path: float = 0.0
     use_rope: bool = False
     grad_checkpointing: bool = False
-
-
-@dataclass
-class HeadConfig:
-    """A narrow transformer on top of the encoder: the predictor or the pixel decoder."""
-
-    width: int = 384
-    depth: int = 12
-    heads: int = 12
 
 
 @dataclass
@@ -76,18 +72,10 @@ class EmaConfig:
 
 
 @dataclass
-class BlockConfig:
-    num_blocks: int = 8
-    spatial_scale: tuple[float, float] = (0.15, 0.15)  # (min, max) fraction of the frame one block covers
-    temporal_scale: tuple[float, float] = (1.0, 1.0)
-    aspect_ratio: tuple[float, float] = (0.75, 1.5)
-
-
-@dataclass
 class MaskConfig:
     kind: str = "multiblock"  # multiblock | tube | random
     ratio: float = 0.9  # tube and random masks
-    blocks: list[BlockConfig] = field(default_factory=lambda: [BlockConfig(8, (0.15, 0.15)), BlockConfig(2, (0.7, 0.7))])
+    blocks: list[BlockSpec] = field(default_factory=lambda: list(DEFAULT_MULTIBLOCK))  # multiblock: V-JEPA's
 
 
 @dataclass
@@ -132,9 +120,9 @@ class RunConfig:
 class Config:
     stage: str = "teacher"
     model: ModelConfig = field(default_factory=ModelConfig)
-    decoder: HeadConfig = field(default_factory=lambda: HeadConfig(384, 4, 6))
+    decoder: DecoderSpec = field(default_factory=lambda: DEFAULT_PIXEL_DECODER)
     pixel_loss: PixelLossConfig = field(default_factory=PixelLossConfig)
-    predictor: HeadConfig = field(default_factory=HeadConfig)
+    predictor: DecoderSpec = field(default_factory=lambda: DEFAULT_PREDICTOR)
     teacher: TeacherRefConfig = field(default_factory=TeacherRefConfig)
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     ema: EmaConfig = field(default_factory=EmaConfig)
@@ -149,7 +137,7 @@ class Config:
         _check(self.pixel_loss.kind in ("mse", "l1"), "pixel_loss.kind", "must be mse or l1")
         _check(self.teacher.dtype in ("bf16", "fp32"), "teacher.dtype", "must be bf16 or fp32")
         _check(self.masks.kind in ("multiblock", "tube", "random"), "masks.kind", "must be multiblock, tube or random")
-        _check(self.data.loader in ("dali", "reference"), "data.loader", "must be dali or reference")
+        _check(self.data.loader in LOADERS, "data.loader", f"must be one of {LOADERS}")
         _check(self.data.mode != "precompute", "data.mode", "precompute is the target-cache job's mode "
                "(python -m dataprep.targets), not a training mode")
         _check(self.run.steps >= 1, "run.steps", "must be >= 1")
@@ -206,7 +194,15 @@ def from_dict(cls: type, data: dict[str, Any], path: str = "") -> Any:
             hint = f"; did you mean {(path + '.' if path else '') + close[0]}?" if close else ""
             raise ConfigError(f"unknown config key {where}{hint} (valid here: {', '.join(names)})")
         kwargs[key] = _coerce(hints[key], value, where)
-    return cls(**kwargs)
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in kwargs]
+    if missing:
+        raise ConfigError(f"config key {path or '<root>'}: missing {', '.join(missing)}")
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # a spec's own check (e.g. a mask block's scale range)
+        raise ConfigError(f"config key {path or '<root>'}: {e}") from None
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:

@@ -43,7 +43,8 @@ class DemoSize:
     probe_max_epochs: int
     probe_seeds: int
     probe_train_views: int
-    model_args: tuple[str, ...] = ()  # config overrides on top of salt/configs/tiny.yaml
+    model_args: tuple[str, ...] = ()  # overrides on top of the config
+    config: str = "tiny"  # salt/configs/NAME.yaml
     supervised_lr: float = 5e-4
 
 
@@ -52,12 +53,11 @@ CLIP = ("--data.crop_size=32", "--data.num_frames=8", "--data.frame_stride=8")
 SIZES = {
     # seconds, for the test suite: a 2-block model
     "tiny": DemoSize("directions4", 40, 40, 12, 12, 12, 4, 2, 2, 4, 2, 1,
-                     ("--model.depth=2", *CLIP, "--predictor.depth=1", "--decoder.depth=1",
-                      "--data.shuffle_buffer=16")),
+                     ("--data.frame_stride=8", "--data.shuffle_buffer=16"), config="debug"),
     # the default: under 20 minutes on 2 CPU cores
-    "small": DemoSize("directions4", 400, 300, 400, 400, 500, 32, 4, 2, 40, 3, 2, CLIP),
+    "small": DemoSize("directions4", 400, 300, 400, 300, 400, 32, 4, 2, 30, 3, 2, CLIP),
     # longer runs of the same model on more data
-    "medium": DemoSize("directions4", 1000, 300, 800, 1200, 1000, 32, 6, 4, 60, 3, 2, CLIP),
+    "medium": DemoSize("directions4", 800, 300, 800, 900, 800, 32, 6, 4, 50, 3, 2, CLIP),
 }
 
 
@@ -85,7 +85,7 @@ class Demo:
 
     def train_args(self, stage: str, run_dir: Path, steps: int, *extra: str) -> list[str]:
         every = max(1, -(-steps // self.size.checkpoints))  # ceil: exactly `checkpoints` exports, the last at the end
-        return ["python", "salt/train.py", "--config", "tiny", "--stage", stage, "--shards", str(self.train_shards),
+        return ["python", "salt/train.py", "--config", self.size.config, "--stage", stage, "--shards", str(self.train_shards),
                 "--run-dir", str(run_dir), "--steps", str(steps), f"--data.batch_size={self.size.batch_size}",
                 f"--data.loader={self.loader}", f"--run.checkpoint_every={every}", "--run.export_history=true",
                 f"--run.log_every={max(1, min(20, steps // 10))}", "--run.tensorboard=false",
@@ -136,7 +136,7 @@ class Demo:
         from salt.config import load_config
 
         overrides = ["stage=vjepa", f"data.batch_size={self.size.batch_size}"] + [a[2:] for a in self.size.model_args]
-        return steps_for_budget(load_config("tiny", overrides), budget)
+        return steps_for_budget(load_config(self.size.config, overrides), budget)
 
     def probe(self, encoder: Path, out: Path, random_init: bool = False) -> dict:
         if not out.exists():
@@ -165,7 +165,7 @@ class Demo:
         if not (cache / "meta.json").exists():
             self.run(["python", "-m", "dataprep.targets", "--teacher", str(self.out / "teacher"), "--shards",
                       str(self.train_shards), "--out", str(cache), "--views", str(s.cache_views), "--dtype", "bf16",
-                      "--config", "tiny", "--loader", self.loader,
+                      "--config", s.config, "--loader", self.loader,
                       *[a for a in self.size.model_args if a.startswith("--data.")]])
         student_cache = self.train("student", self.out / "student_cache", s.student_steps, "--targets.cache",
                                    str(cache))
@@ -207,12 +207,12 @@ class Demo:
     def loader_throughput(self, seconds: float = 5.0) -> dict:
         """Clips/s of both loaders on the training shards (salt.data.throughput, as benchmarks/loader.py measures)."""
         from salt.config import load_config
-        from salt.data.throughput import measure, run_dali, run_reference
+        from salt.data.loaders import LOADERS
+        from salt.data.throughput import measure, run_loader
 
-        cfg = load_config("tiny", [f"data.shards={self.train_shards}", f"data.batch_size={self.size.batch_size}"]
+        cfg = load_config(self.size.config, [f"data.shards={self.train_shards}", f"data.batch_size={self.size.batch_size}"]
                           + [a[2:] for a in self.size.model_args if a.startswith("--data.")]).data
-        return {name: measure(lambda run=run: run(cfg), seconds)["clips_per_s"]
-                for name, run in (("dali", run_dali), ("reference", run_reference))}
+        return {kind: measure(lambda kind=kind: run_loader(cfg, kind), seconds)["clips_per_s"] for kind in LOADERS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     from salt.atomic import WriteError
     from salt.data.plan import LoaderError
     from salt.data.shardset import ShardSetError
-    from salt.data.target_cache import TargetCacheError
     from salt.engine.checkpoint import CheckpointError, tag_for
     from salt.engine.distributed import init_distributed, set_threads
     from salt.engine.stopping import FirstSignal
     from salt.engine.trainer import Trainer, TrainingError
+    from salt.targets.format import TargetCacheError
 
     try:
         with raise_on_stop_signals():  # before the first step there is nothing to save: stop at once

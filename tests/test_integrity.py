@@ -21,13 +21,15 @@ import pytest
 from processes import group_gone
 from test_targets import GEOMETRY, MICRO, REPO, make_teacher, precompute
 
-from dataprep import targets_job, targets_writer
 from dataprep.targets import main as targets_main
 from salt import atomic
 from salt.atomic import file_sha256
 from salt.data.config import LoaderConfig
 from salt.data.shardset import ShardIntegrityError, ShardSet, verify_shard_set
-from salt.data.target_cache import TargetCache, TargetCacheDamaged, TargetCacheError
+from salt.targets import job as targets_job
+from salt.targets import writer as targets_writer
+from salt.targets.format import TargetCacheDamaged, TargetCacheError
+from salt.targets.reader import TargetCache
 from salt.train import main as train_main
 
 STOPPED = 75  # salt.interrupt.EXIT_STOPPED: stopped early by a signal, resumable
@@ -288,7 +290,7 @@ HOLD = textwrap.dedent("""
     import os, signal, sys, time
     from pathlib import Path
     sys.path.insert(0, {repo!r})
-    from dataprep import targets_writer
+    from salt.targets import writer as targets_writer
     from dataprep.targets import main
 
     HOLD_AT, MARK = os.environ["SALT_TEST_HOLD_AT"], Path(os.environ["SALT_TEST_MARK"])

@@ -77,3 +77,16 @@ def test_built_stages_export_their_trained_encoder() -> None:
             obj = build_objective(cfg, num_classes=4)
         trained = {id(p) for m in obj.trainable_modules() for p in m.parameters()}
         assert {id(p) for p in obj.exported_encoder().parameters()} <= trained, stage
+
+
+def test_loaders_are_opened_in_one_place() -> None:
+    """Only salt/data/loaders.py constructs a loader class (tests may build them directly)."""
+    found = []
+    for package in ("salt", "dataprep", "benchmarks"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            if path.name in ("loaders.py", "dali_loader.py", "reference_loader.py"):
+                continue
+            text = path.read_text()
+            found += [f"{path.relative_to(REPO)}: {n}" for n in ("DaliVideoLoader(", "ReferenceVideoLoader(")
+                      if n in text]
+    assert found == []

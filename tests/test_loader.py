@@ -13,10 +13,9 @@ import torch
 from videos import zero_sample_video
 
 from dataprep.shards import JobConfig, run_job
-from salt.data.batch import plan_sample
 from salt.data.config import LoaderConfig
 from salt.data.dali_loader import DaliVideoLoader
-from salt.data.plan import CorruptSampleError, LoaderError
+from salt.data.plan import CorruptSampleError, LoaderError, plan_sample
 from salt.data.reference_loader import ReferenceVideoLoader
 from salt.data.shardset import ShardSet, ShardSetError
 from salt.masks import TokenGrid, build_mask_generator

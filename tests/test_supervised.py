@@ -13,8 +13,8 @@ from test_train import train
 
 from dataprep.synth import dataset_info
 from salt.config import ConfigError, load_config
-from salt.data.batch import plan_sample
 from salt.data.config import LoaderConfig
+from salt.data.plan import plan_sample
 from salt.data.shardset import ShardSet
 from salt.health import feature_std, rankme
 from salt.models.io import load_encoder
@@ -31,8 +31,8 @@ def test_supervised_stage_fits_its_labels_and_exports_the_encoder(synth_shards, 
     metrics = rows(run)
     assert [r["step"] for r in metrics] == [10, 20, 30, 40]
     assert metrics[-1]["loss"] < 0.8 * math.log(10) < metrics[0]["loss"] + 0.5  # starts near ln 10, then falls
+    assert metrics[-1]["train_top1"] > 0.2  # chance is 0.1
     for r in metrics:
-        assert 0.0 <= r["train_top1"] <= 1.0
         assert 1.0 <= r["rankme"] <= min(4 * 64, 192) and 0.0 < r["feature_std"] < 1.0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stage"] == "supervised" and summary["train_flops"] > 0

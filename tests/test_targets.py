@@ -21,35 +21,28 @@ from salt.config import load_config
 from salt.data.config import LoaderConfig
 from salt.data.dali_loader import DaliVideoLoader
 from salt.data.shardset import ShardSet
-from salt.data.target_cache import (
-    TargetCache,
-    TargetCacheError,
-    TargetCacheMismatch,
-    decode,
-    encode,
-    error_bound,
-    teacher_fingerprint,
-)
 from salt.masks import TokenGrid, build_mask_generator
 from salt.models import build_predictor
 from salt.models.io import export_encoder, load_encoder
 from salt.models.token_decoder import DecoderSpec
 from salt.objectives import StudentObjective
 from salt.objectives.latent import compute_teacher_targets
+from salt.targets.fingerprint import teacher_fingerprint
+from salt.targets.format import TargetCacheError, TargetCacheMismatch, decode, encode, error_bound
+from salt.targets.meta import CacheMeta
+from salt.targets.reader import TargetCache
 from salt.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 # the micro geometry of tests/test_train.py: 8 frames of 32x32, patch 8, tubelet 2 -> 4x4x4 = 64 tokens
 GEOMETRY = ["--data.num_frames=8", "--data.frame_stride=4", "--data.crop_size=32"]
-MICRO = ["--config", "tiny", "--model.depth=2", "--data.batch_size=4", *GEOMETRY, "--data.shuffle_buffer=8",
-         "--predictor.depth=1", "--decoder.depth=1", "--optim.warmup_steps=5", "--run.tensorboard=false",
-         "--run.threads=1"]
+MICRO = ["--config", "debug", "--run.threads=1"]  # the debug model has GEOMETRY
 K = 2  # views per sample
 
 
 def make_teacher(folder: Path, seed: int) -> Path:
     """A randomly initialised micro teacher, exported (the cache does not care whether it was trained)."""
-    cfg = load_config("tiny", [a.lstrip("-") for a in MICRO[2:]] + ["stage=teacher"])
+    cfg = load_config("debug", ["stage=teacher"])
     torch.manual_seed(seed)
     export_encoder(build_model_encoder(cfg), encoder_info(cfg, 0), folder / "export")
     return folder
@@ -87,7 +80,7 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 def train_loader_config(shards: Path) -> LoaderConfig:
     """The student run's loader (MICRO on tiny) with the cache's K views."""
-    cfg = load_config("tiny", [a.lstrip("-") for a in MICRO[2:]] + ["stage=student", "targets.cache=x",
+    cfg = load_config("debug", ["stage=student", "targets.cache=x",
                                                                      f"data.shards={shards}"])
     return replace(cfg.data, cached_views=K)
 
@@ -150,7 +143,7 @@ def test_student_step_from_the_cache_gives_the_online_loss(caches, teachers, syn
     cfg = train_loader_config(synth_shards)
     grid = TokenGrid.from_clip(num_frames=8, img_size=32, patch_size=8, tubelet_size=2)
     torch.manual_seed(0)
-    student = build_model_encoder(load_config("tiny", [a.lstrip("-") for a in MICRO[2:]]))
+    student = build_model_encoder(load_config("debug"))
     pred = build_predictor(grid=grid, in_dim=192, out_dim=cache.width, spec=DecoderSpec(192, 1, 3))
     online = StudentObjective(student, pred, teacher)
     cached = StudentObjective(student, pred, None)
@@ -215,7 +208,7 @@ def test_cache_of_another_teacher_geometry_or_recipe_is_refused(caches, teachers
 
 def test_interrupted_precompute_resumes_with_only_the_missing_files(caches, teachers, synth_shards, tmp_path,
                                                                     monkeypatch, capsys):
-    from dataprep import targets_writer
+    from salt.targets import writer as targets_writer
 
     reference = caches("fp32")
     out = tmp_path / "cache"
@@ -261,7 +254,7 @@ def test_ranks_split_the_shards_and_the_last_one_completes_the_cache(caches, tea
     assert "complete" in capsys.readouterr().out
     for f in caches("fp32").glob("*.arrow"):
         assert (out / f.name).read_bytes() == f.read_bytes()
-    assert TargetCache(out).meta["complete"]
+    assert TargetCache(out).meta.complete
 
 
 def test_truncated_arrow_file_is_reported_clearly_and_rewritten(caches, teachers, synth_shards, tmp_path, capsys):
@@ -305,7 +298,7 @@ def test_undecodable_sample_gets_null_rows_and_a_clear_error(teachers, synth_sha
     assert precompute(teachers[0], shards, tmp_path / "cache", "bf16") == 0
     assert "(1 undecodable)" in capsys.readouterr().out
     cache = TargetCache(tmp_path / "cache")
-    assert cache.meta["counts"]["bad_samples"] == 1 and cache.bad_keys == {key}
+    assert cache.meta.counts["bad_samples"] == 1 and cache.bad_keys == {key}
     with pytest.raises(TargetCacheError, match=f"no row for sample '{key}': the precompute job could not decode"):
         cache.read([key], [0])
     keys = ShardSet(shards).keys
@@ -336,4 +329,20 @@ def test_precompute_under_the_deepspeed_launcher(caches, teachers, synth_shards,
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for f in caches("fp32").glob("*.arrow"):
         assert (out / f.name).read_bytes() == f.read_bytes()
-    assert TargetCache(out).meta["complete"]
+    assert TargetCache(out).meta.complete
+
+
+def test_cache_meta_is_typed_and_a_broken_one_is_refused(caches, tmp_path):
+    meta = CacheMeta.load(caches("fp32"))
+    raw = json.loads((caches("fp32") / "meta.json").read_text())
+    assert (meta.dtype, meta.num_views, meta.complete) == ("fp32", K, True)
+    assert meta.tokens == raw["targets"]["tokens"] and meta.width == raw["targets"]["width"]
+    assert [f.file for f in meta.files] == [f["file"] for f in raw["files"]] and all(f.finished for f in meta.files)
+    assert meta.schema().equals(TargetCache(caches("fp32")).schema)
+    del raw["views"]
+    (tmp_path / "meta.json").write_text(json.dumps(raw))
+    with pytest.raises(TargetCacheError, match="not a target cache's meta.json .*'views'"):
+        CacheMeta.load(tmp_path)
+    (tmp_path / "meta.json").write_text("{not json")
+    with pytest.raises(TargetCacheError, match="is not JSON"):
+        CacheMeta.load(tmp_path)

@@ -327,8 +327,8 @@ def test_stage_must_be_chosen(synth_shards, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "error: no stage chosen: pass --stage teacher, student, vjepa or supervised"
     assert not (tmp_path / "run").exists()
     config = tmp_path / "teacher.yaml"  # a config file may choose it
-    config.write_text("stage: teacher\n")
-    cfg_args = ["--config", str(config)] + MICRO[2:] + ["--shards", str(synth_shards), "--steps", "1"]
+    config.write_text((REPO / "salt/configs/debug.yaml").read_text() + "stage: teacher\n")
+    cfg_args = ["--config", str(config), "--run.threads=1", "--shards", str(synth_shards), "--steps", "1"]
     assert main(cfg_args + ["--run-dir", str(tmp_path / "ok")]) == 0
     assert load_config(tmp_path / "ok" / "config.yaml").stage == "teacher"
 
@@ -355,13 +355,18 @@ def _refusals(synth_shards: Path, tmp: Path) -> dict[str, tuple[list[str], str]]
         "unknown stage": (["--stage", "pupil"], "argument --stage: invalid choice"),
         "override without value": (["--optim.lr"], "--optim.lr needs a value"),
         "resume without checkpoints": (["--resume"], "no complete checkpoint"),
+        "vjepa under ZeRO 3": (["--stage", "vjepa", "--deepspeed-config", "ds_configs/zero3.json"],
+                               "the vjepa stage's per-step update reads full parameters: use ZeRO stage 1 or 2"),
+        "mask block without its scale": (["--masks.blocks=[{num_blocks: 2}]"],
+                                         "config key masks.blocks[0]: missing spatial_scale"),
     }
 
 
 CASES = ["missing shards", "missing teacher", "student without teacher", "missing deepspeed config",
          "deepspeed config not JSON", "config file not found", "config file not YAML", "unknown key in config file",
          "wrong type in config file", "unknown override", "override of a wrong type", "override not YAML",
-         "steps not a number", "unknown stage", "override without value", "resume without checkpoints"]
+         "steps not a number", "unknown stage", "override without value", "resume without checkpoints",
+         "vjepa under ZeRO 3", "mask block without its scale"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -419,7 +424,7 @@ TWO_ARGS = MICRO + ["--stage", "teacher", "--steps", str(TWO), "--run.log_every=
 @pytest.fixture(scope="module")
 def two_rank_shards(synth_shards, tmp_path_factory) -> tuple[Path, str, str]:
     """A corrupt sample that rank 1 reads in its first batch: rank 1 finds it, the main rank logs it."""
-    cfg = load_config("tiny", [a.lstrip("-") for a in MICRO[2:]]).data
+    cfg = load_config("debug").data
     shards = ShardSet(synth_shards, verify=False)
     index = int(epoch_order(shards.shard_ids, cfg.seed, 0, 1, 2, True, cfg.shuffle_buffer)[0])
     shards.close()

@@ -1,4 +1,4 @@
-"""A loaded batch, the per-batch plan both loaders execute, and the masks that travel with it."""
+"""A loaded batch and the masks that travel with it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from salt.data.config import LoaderConfig
-from salt.data.shardset import ShardSet
-from salt.data.views import ViewParams, cached_view_id, eval_view, train_view
 from salt.masks import MaskBatch, MaskGenerator
 
 
@@ -30,37 +27,6 @@ class VideoBatch:
                           self.keys, self.view_ids, None if self.masks is None else
                           [m.to(device, non_blocking=non_blocking) for m in self.masks], self.epoch, self.index,
                           self.valid)
-
-
-@dataclass
-class SamplePlan:
-    index: int  # into the shard set
-    key: str
-    label: int
-    views: list[tuple[int, ViewParams]]  # (view id, params); views of one decode share start_frame
-    frames: int
-    view_labels: list[int]  # per view: the label, mirrored for a flipped view when the dataset says how
-
-
-def plan_sample(shards: ShardSet, index: int, cfg: LoaderConfig, epoch: int) -> SamplePlan:
-    meta = shards.meta(index)
-    recipe = cfg.recipe()
-    key, n, h, w = meta["key"], meta["frames"], meta["height"], meta["width"]
-    if cfg.mode == "eval":
-        ids = list(range(cfg.eval_clips * cfg.eval_crops))
-        views = [(i, eval_view(recipe, i, cfg.eval_clips, cfg.eval_crops, n, h, w)) for i in ids]
-    elif cfg.mode == "precompute":  # every cached view, one decode each (views_per_clip is 1)
-        views = [(i, train_view(recipe, key, i, n, h, w)) for i in range(cfg.cached_views)]
-    elif cfg.cached_views:
-        i = cached_view_id(cfg.seed, key, epoch, cfg.cached_views)
-        views = [(i, train_view(recipe, key, i, n, h, w))]
-    else:
-        ids = [epoch * cfg.views_per_clip + v for v in range(cfg.views_per_clip)]
-        views = [(i, train_view(recipe, key, i, n, h, w)) for i in ids]
-    label = -1 if meta.get("label_index") is None else int(meta["label_index"])
-    mirror = shards.label_hflip
-    view_labels = [mirror[label] if mirror and p.flip and label >= 0 else label for _, p in views]
-    return SamplePlan(index, key, label, views, n, view_labels)
 
 
 def batch_seed(seed: int, epoch: int, index: int, rank: int) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from salt.data.views import ViewRecipe
 
@@ -35,17 +35,23 @@ class LoaderConfig:
     std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225))
 
     def recipe(self) -> ViewRecipe:
-        return ViewRecipe(num_frames=self.num_frames, frame_stride=self.frame_stride, crop_size=self.crop_size,
-                          scale=tuple(self.scale), ratio=tuple(self.ratio), flip=self.flip,
-                          views_per_clip=self.views_per_clip, seed=self.seed)
+        values = {f.name: getattr(self, f.name) for f in fields(ViewRecipe)}
+        return ViewRecipe(**{**values, "scale": tuple(self.scale), "ratio": tuple(self.ratio)})
+
+    def view_layout(self) -> tuple[int, int]:
+        """(decodes per sample, views cut from each decode): eval decodes each evenly spaced clip once and
+        cuts its crops; precompute decodes each cached view (its own clip start); training decodes once
+        and cuts views_per_clip views (one when each epoch reads one cached view)."""
+        if self.mode == "eval":
+            return self.eval_clips, self.eval_crops
+        if self.mode == "precompute":
+            return self.cached_views, 1
+        return 1, 1 if self.cached_views else self.views_per_clip
 
     @property
     def views_per_sample(self) -> int:
-        if self.mode == "eval":
-            return self.eval_clips * self.eval_crops
-        if self.mode == "precompute":
-            return self.cached_views
-        return 1 if self.cached_views else self.views_per_clip
+        decodes, per_decode = self.view_layout()
+        return decodes * per_decode
 
     def validate(self) -> None:
         if self.mode not in ("train", "eval", "precompute"):

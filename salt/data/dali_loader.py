@@ -18,10 +18,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from salt.data.batch import SamplePlan, VideoBatch
+from salt.data.batch import VideoBatch
 from salt.data.config import LoaderConfig
 from salt.data.loader_base import VideoLoaderBase
-from salt.data.plan import BatchPlan, BatchPlanner, CorruptSampleError, LoaderError
+from salt.data.plan import BatchPlan, BatchPlanner, CorruptSampleError, LoaderError, SamplePlan
 from salt.data.shardset import ShardSet
 from salt.masks import MaskGenerator
 
@@ -74,15 +74,6 @@ class _Feeder:
                             for s in plan.samples])
                 out.append([np.array(int(s.views[v][1].flip), dtype=np.int32) for s in plan.samples])
         return tuple(out)
-
-
-def _layout(cfg: LoaderConfig) -> tuple[int, int]:
-    """(decodes per sample, views per decode)."""
-    if cfg.mode == "eval":
-        return cfg.eval_clips, cfg.eval_crops
-    if cfg.mode == "precompute":  # each cached view has its own clip start
-        return cfg.cached_views, 1
-    return 1, cfg.views_per_sample
 
 
 def build_pipeline(cfg: LoaderConfig, device: str, source, batch_size: int, decodes: int, views_per_decode: int,
@@ -142,7 +133,7 @@ class DaliVideoLoader(VideoLoaderBase):
         self.device_id = None
         if self.device == "gpu":
             self.device_id = device_id if device_id is not None else torch.cuda.current_device()
-        self.decodes, self.views_per_decode = _layout(cfg)
+        self.decodes, self.views_per_decode = cfg.view_layout()
         self._pipe = None
         self._feeder: _Feeder | None = None
 

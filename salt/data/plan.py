@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from salt.data.batch import SamplePlan, plan_sample
 from salt.data.config import LoaderConfig
 from salt.data.order import batches_per_epoch, epoch_order
 from salt.data.shardset import ShardSet
+from salt.data.views import ViewParams, cached_view_id, eval_view, train_view
 
 
 class LoaderError(Exception):
@@ -37,6 +37,37 @@ class LoaderStats:
     samples: int = 0
     bad_samples: int = 0  # distinct samples found undecodable and skipped
     bad_keys: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SamplePlan:
+    index: int  # into the shard set
+    key: str
+    label: int
+    views: list[tuple[int, ViewParams]]  # (view id, params); views of one decode share start_frame
+    frames: int
+    view_labels: list[int]  # per view: the label, mirrored for a flipped view when the dataset says how
+
+
+def plan_sample(shards: ShardSet, index: int, cfg: LoaderConfig, epoch: int) -> SamplePlan:
+    meta = shards.meta(index)
+    recipe = cfg.recipe()
+    key, n, h, w = meta["key"], meta["frames"], meta["height"], meta["width"]
+    if cfg.mode == "eval":
+        ids = list(range(cfg.eval_clips * cfg.eval_crops))
+        views = [(i, eval_view(recipe, i, cfg.eval_clips, cfg.eval_crops, n, h, w)) for i in ids]
+    elif cfg.mode == "precompute":  # every cached view, one decode each (views_per_clip is 1)
+        views = [(i, train_view(recipe, key, i, n, h, w)) for i in range(cfg.cached_views)]
+    elif cfg.cached_views:
+        i = cached_view_id(cfg.seed, key, epoch, cfg.cached_views)
+        views = [(i, train_view(recipe, key, i, n, h, w))]
+    else:
+        ids = [epoch * cfg.views_per_clip + v for v in range(cfg.views_per_clip)]
+        views = [(i, train_view(recipe, key, i, n, h, w)) for i in ids]
+    label = -1 if meta.get("label_index") is None else int(meta["label_index"])
+    mirror = shards.label_hflip
+    view_labels = [mirror[label] if mirror and p.flip and label >= 0 else label for _, p in views]
+    return SamplePlan(index, key, label, views, n, view_labels)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from salt.data.config import LoaderConfig
+from salt.data.loaders import open_loader
 
 
 class PeakRSS:
@@ -60,13 +61,6 @@ def measure(make: Callable[[], Iterator[int]], seconds: float) -> dict:
     return {"clips_per_s": clips / elapsed, "first_batch_s": first, "peak_rss_mb": mem.peak / 2**20}
 
 
-def run_dali(cfg: LoaderConfig) -> Iterator[int]:
-    from salt.data.dali_loader import DaliVideoLoader
-
-    yield from (batch.video.shape[0] for batch in DaliVideoLoader(cfg).endless())
-
-
-def run_reference(cfg: LoaderConfig) -> Iterator[int]:
-    from salt.data.reference_loader import ReferenceVideoLoader
-
-    yield from (batch.video.shape[0] for batch in ReferenceVideoLoader(cfg).endless())
+def run_loader(cfg: LoaderConfig, kind: str) -> Iterator[int]:
+    """Clips per batch of salt's own loader of this kind (salt.data.loaders), endlessly."""
+    yield from (batch.video.shape[0] for batch in open_loader(cfg, kind).endless())

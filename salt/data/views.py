@@ -19,14 +19,16 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ViewRecipe:
-    num_frames: int = 16
-    frame_stride: int = 4
-    crop_size: int = 224
-    scale: tuple[float, float] = (0.3, 1.0)
-    ratio: tuple[float, float] = (0.75, 1.35)
-    flip: bool = True
-    views_per_clip: int = 1
-    seed: int = 0
+    """The loader config's view fields, frozen (LoaderConfig.recipe(); the defaults live there)."""
+
+    num_frames: int
+    frame_stride: int
+    crop_size: int
+    scale: tuple[float, float]
+    ratio: tuple[float, float]
+    flip: bool
+    views_per_clip: int
+    seed: int
 
     def __post_init__(self) -> None:
         if self.num_frames < 1 or self.frame_stride < 1 or self.crop_size < 1 or self.views_per_clip < 1:

@@ -11,6 +11,7 @@ from torch import nn
 
 from salt.config import Config, ConfigError
 from salt.objectives.base import Objective
+from salt.precision import torch_dtype
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,7 +65,10 @@ def autocast_dtype(ds: dict[str, Any]) -> torch.dtype | None:
     """The compute precision the DeepSpeed config asks for (torch_autocast, or bf16/fp16 weights)."""
     ac = ds.get("torch_autocast", {})
     if ac.get("enabled"):
-        return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(ac.get("dtype", "bfloat16"), torch.bfloat16)
+        try:
+            return torch_dtype(ac.get("dtype", "bfloat16"))
+        except ValueError as e:
+            raise ConfigError(f"DeepSpeed config torch_autocast.dtype: {e}") from None
     if ds.get("bf16", {}).get("enabled"):
         return torch.bfloat16
     return None

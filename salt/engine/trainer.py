@@ -21,10 +21,9 @@ import yaml
 
 from salt.atomic import reporting_write_errors, write_json_atomic, write_text_atomic
 from salt.build import build_masks, encoder_info
-from salt.config import Config, ConfigError, dump_config, to_dict
+from salt.config import Config, ConfigError, dump_config, from_dict, to_dict
 from salt.data.batch import VideoBatch
-from salt.data.config import LoaderConfig
-from salt.data.target_cache import TargetCache, TargetCacheError, TargetPrefetcher, teacher_fingerprint
+from salt.data.loaders import open_loader
 from salt.data.train_clip import wasted_decode_note
 from salt.engine.checkpoint import incomplete_tags, latest_tag, load_checkpoint, save_checkpoint, tag_for
 from salt.engine.deepspeed_setup import TrainableParts, autocast_dtype, load_ds_config, reconcile, zero_stage
@@ -34,7 +33,11 @@ from salt.health import health_metrics
 from salt.metrics import MetricsLogger, Window, peak_tflops
 from salt.models.io import EXPORT_DIR, encoder_fingerprint, export_encoder
 from salt.optim import apply_schedule, build_optimizer
+from salt.resume import changed_settings, describe_changes
 from salt.stages import build_objective, objective_class
+from salt.targets.fingerprint import teacher_fingerprint
+from salt.targets.format import TargetCacheError
+from salt.targets.reader import TargetCache, TargetPrefetcher
 
 # keys that may change when a run is resumed; anything else must match the saved config
 RESUMABLE_CHANGES = {"run.steps", "run.stop_after", "run.log_every", "run.checkpoint_every", "run.keep_checkpoints",
@@ -49,37 +52,12 @@ class LostRankError(TrainingError):
     """A collective failed: another rank is gone (killed, crashed). The run resumes from its latest checkpoint."""
 
 
-def make_loader(cfg: Config, dist: DistInfo, mask_generator, data: LoaderConfig | None = None):
-    """data: the loader's config when it is not cfg.data as written (a target cache sets cached_views)."""
-    from salt.data.dali_loader import DaliVideoLoader
-    from salt.data.reference_loader import ReferenceVideoLoader
-
-    data = data or cfg.data
-    if not data.shards:
-        raise ConfigError("no training data: pass --shards shards/NAME (a folder made by dataprep.shards)")
-    if cfg.data.loader == "dali":
-        return DaliVideoLoader(data, rank=dist.rank, world=dist.world, mask_generator=mask_generator,
-                               device_id=dist.local_rank if dist.device.type == "cuda" else None)
-    return ReferenceVideoLoader(data, rank=dist.rank, world=dist.world, mask_generator=mask_generator)
-
-
 def open_target_cache(cfg: Config) -> TargetCache:
     """The student stage's target cache, refused when made for another teacher, geometry or view recipe."""
     cache = TargetCache(cfg.targets.cache, pin_memory=torch.cuda.is_available())
     fingerprint = teacher_fingerprint(cfg.teacher.path) if cfg.teacher.path else None
     cache.check_run(cfg.data, cfg.model.patch_size, cfg.model.tubelet_size, fingerprint)
     return cache
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 class Trainer:
@@ -99,7 +77,10 @@ class Trainer:
         # a stage fed by a teacher, from a target cache: each sample loads one of the cache's K views per epoch
         self.targets = open_target_cache(cfg) if stage.uses_teacher and cfg.targets.cache else None
         data = replace(cfg.data, cached_views=self.targets.num_views) if self.targets else cfg.data
-        self.loader = make_loader(cfg, dist, self.mask_generator, data)
+        if not data.shards:
+            raise ConfigError("no training data: pass --shards shards/NAME (a folder made by dataprep.shards)")
+        self.loader = open_loader(data, cfg.data.loader, rank=dist.rank, world=dist.world,
+                                  mask_generator=self.mask_generator, device=dist.device)
         self.target_prefetch = None
         if self.targets:
             self.targets.check_covers(self.loader.shards.keys, cfg.data.shards)
@@ -161,16 +142,15 @@ class Trainer:
                 raise ConfigError(f"--resume: no complete checkpoint in {self.ckpt_dir}")
             if saved.exists():
                 try:
-                    old = _flatten(yaml.safe_load(saved.read_text()) or {})
-                except (yaml.YAMLError, AttributeError) as e:
+                    # through the config tree: a key added since the run started reads as its default
+                    old = to_dict(from_dict(Config, yaml.safe_load(saved.read_text()) or {}))
+                    changes = changed_settings(old, to_dict(self.cfg), ignore=RESUMABLE_CHANGES)
+                except (yaml.YAMLError, ConfigError) as e:
                     raise ConfigError(f"--resume: {saved} is not a config this program wrote "
                                       f"({_first_line(e)}); start a new --run-dir") from None
-                new = _flatten(to_dict(self.cfg))
-                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
-                if changed:
-                    detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-                    raise ConfigError(f"--resume with a different config ({detail}); resume with the run's "
-                                      f"{saved} or start a new --run-dir")
+                if changes:
+                    raise ConfigError(f"--resume with a different config ({describe_changes(changes)}); resume with "
+                                      f"the run's {saved} or start a new --run-dir")
         elif latest_tag(self.ckpt_dir):
             raise ConfigError(f"{self.run_dir} already holds checkpoints: pass --resume to continue it, or choose "
                               "another --run-dir")

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from salt.data.config import LoaderConfig
+from salt.data.loaders import open_loader
 from salt.eval.features import FeatureSet, extract_features
 from salt.eval.intervals import bootstrap
 from salt.eval.knn import knn_correct
@@ -29,11 +30,7 @@ class CheckpointProbe:
         self.samples, self.loader, self.device, self.k = samples, loader, device, k
 
     def _features(self, encoder: nn.Module, cfg: LoaderConfig) -> tuple[FeatureSet, list[str]]:
-        from salt.data.dali_loader import DaliVideoLoader
-        from salt.data.reference_loader import ReferenceVideoLoader
-
-        make = DaliVideoLoader if self.loader == "dali" else ReferenceVideoLoader
-        with make(cfg) as loader:
+        with open_loader(cfg, self.loader, device=self.device) as loader:
             batches = islice(iter(loader), -(-self.samples // cfg.batch_size))
             feats = extract_features(encoder, batches, 1, self.device)
             return FeatureSet(feats.tokens[:self.samples], feats.labels[:self.samples]), loader.shards.classes

@@ -31,6 +31,7 @@ from torch import nn
 
 from salt.atomic import write_json_atomic
 from salt.data.config import LoaderConfig
+from salt.data.loaders import open_loader
 from salt.eval.features import FeatureSet, extract_features
 from salt.eval.intervals import Estimate, bootstrap, chance_band
 from salt.eval.knn import knn_correct
@@ -203,18 +204,14 @@ def extract_probe_features(encoder: nn.Module, train_cfg: LoaderConfig, val_cfg:
     """(train, val, num_classes): `train_views` passes of training views (each view one row, labelled as
     the loader labels it: a mirrored view of a direction-sensitive class gets the mirrored class) and
     the fixed evaluation views of every validation sample."""
-    from salt.data.dali_loader import DaliVideoLoader
-    from salt.data.reference_loader import ReferenceVideoLoader
-
-    make = DaliVideoLoader if loader == "dali" else ReferenceVideoLoader
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     encoder = encoder.to(device)
-    with make(train_cfg) as train_loader:
+    with open_loader(train_cfg, loader, device=device) as train_loader:
         num_classes = train_loader.num_classes
         if num_classes < 2:
             raise ValueError(f"{train_cfg.shards} is not labelled (needs at least 2 classes)")
         train = FeatureSet.cat([extract_features(encoder, train_loader, 1, device) for _ in range(train_views)])
-    with make(val_cfg) as val_loader:
+    with open_loader(val_cfg, loader, device=device) as val_loader:
         if val_loader.shards.classes != train_loader.shards.classes:
             raise ValueError(f"train and val shard sets have different classes: {train_loader.shards.classes} vs "
                              f"{val_loader.shards.classes}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from salt.masks.grid import TokenGrid
 from salt.models.token_decoder import DecoderSpec, TokenDecoder
 
-DEFAULT_PIXEL_DECODER = DecoderSpec(width=384, depth=4, num_heads=6)  # VideoMAE ViT-B decoder
+DEFAULT_PIXEL_DECODER = DecoderSpec(width=384, depth=4, heads=6)  # VideoMAE ViT-B decoder
 
 
 def build_pixel_decoder(*, grid: TokenGrid, in_dim: int, patch_size: int, tubelet_size: int, in_chans: int = 3,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from salt.masks.grid import TokenGrid
 from salt.models.token_decoder import DecoderSpec, TokenDecoder
 
-DEFAULT_PREDICTOR = DecoderSpec(width=384, depth=12, num_heads=12)
+DEFAULT_PREDICTOR = DecoderSpec(width=384, depth=12, heads=12)
 
 
 def build_predictor(*, grid: TokenGrid, in_dim: int, out_dim: int, spec: DecoderSpec = DEFAULT_PREDICTOR,

@@ -21,9 +21,11 @@ from salt.models.rope import rope_tables
 
 @dataclass(frozen=True)
 class DecoderSpec:
+    """A narrow transformer on top of the encoder: the predictor or the pixel decoder (a config node too)."""
+
     width: int
     depth: int
-    num_heads: int
+    heads: int
     mlp_ratio: float = 4.0
 
     @property
@@ -35,8 +37,8 @@ class TokenDecoder(nn.Module):
     def __init__(self, *, grid: TokenGrid, in_dim: int, out_dim: int, spec: DecoderSpec, embed_bias: bool = True,
                  use_rope: bool = False, drop_path: float = 0.0) -> None:
         super().__init__()
-        if spec.width % spec.num_heads:
-            raise ValueError(f"width {spec.width} is not divisible by num_heads {spec.num_heads}")
+        if spec.width % spec.heads:
+            raise ValueError(f"width {spec.width} is not divisible by heads {spec.heads}")
         self.grid = grid
         self.spec = spec
         self.in_dim = in_dim
@@ -46,7 +48,7 @@ class TokenDecoder(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, spec.width))
         self.register_buffer("pos_embed", None if use_rope else sincos_3d(spec.width, grid),
                              persistent=False)  # (N, W)
-        self.blocks = make_blocks(dim=spec.width, depth=spec.depth, num_heads=spec.num_heads,
+        self.blocks = make_blocks(dim=spec.width, depth=spec.depth, num_heads=spec.heads,
                                   mlp_ratio=spec.mlp_ratio, drop_path=drop_path, use_rope=use_rope)
         self.norm = LayerNorm(spec.width)
         self.head = nn.Linear(spec.width, out_dim)
@@ -67,7 +69,7 @@ class TokenDecoder(nn.Module):
         rope = None
         if self.use_rope:
             coords = self.grid.coords(x.device).unsqueeze(0).expand(B, -1, -1)  # (B, N, 3)
-            rope = rope_tables(gather_tokens(coords, idx), self.spec.width // self.spec.num_heads)
+            rope = rope_tables(gather_tokens(coords, idx), self.spec.width // self.spec.heads)
         else:
             pos = self.pos_embed.to(x.dtype).unsqueeze(0).expand(B, -1, -1)  # (B, N, W)
             x = x + gather_tokens(pos, idx)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from salt.build import build_model_encoder, head_spec, load_teacher, token_grid
+from salt.build import build_model_encoder, load_teacher, token_grid
 from salt.config import Config, ConfigError
 from salt.flops import StepFlops, mask_counts, student_step_flops
 from salt.masks.batch import MaskBatch
@@ -17,6 +17,7 @@ from salt.models.token_decoder import TokenDecoder
 from salt.objectives.base import Objective, refuse_unused
 from salt.objectives.common import ObjectiveOutput, as_mask_list, average_losses, freeze
 from salt.objectives.latent import compute_teacher_targets, latent_prediction_losses
+from salt.precision import torch_dtype
 
 
 class StudentObjective(Objective):
@@ -58,8 +59,8 @@ class StudentObjective(Objective):
         if teacher_width is None:
             raise ConfigError("student stage from a target cache needs the cache's target width")
         pred = build_predictor(grid=token_grid(cfg), in_dim=student.embed_dim, out_dim=teacher_width,
-                               spec=head_spec(cfg.predictor), use_rope=cfg.model.use_rope)
-        dtype = torch.bfloat16 if cfg.teacher.dtype == "bf16" else None
+                               spec=cfg.predictor, use_rope=cfg.model.use_rope)
+        dtype = None if cfg.teacher.dtype == "fp32" else torch_dtype(cfg.teacher.dtype)
         return cls(student, pred, teacher, teacher_dtype=dtype)
 
     def trainable_modules(self) -> list[nn.Module]:

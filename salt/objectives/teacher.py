@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from salt.build import build_model_encoder, head_spec, token_grid
+from salt.build import build_model_encoder, token_grid
 from salt.config import Config
 from salt.flops import StepFlops, mask_counts, teacher_step_flops
 from salt.masks.batch import MaskBatch
@@ -43,7 +43,7 @@ class TeacherObjective(Objective):
                     num_classes: int | None = None) -> TeacherObjective:
         enc = build_model_encoder(cfg)
         dec = build_pixel_decoder(grid=token_grid(cfg), in_dim=enc.embed_dim, patch_size=cfg.model.patch_size,
-                                  tubelet_size=cfg.model.tubelet_size, spec=head_spec(cfg.decoder),
+                                  tubelet_size=cfg.model.tubelet_size, spec=cfg.decoder,
                                   use_rope=cfg.model.use_rope)
         return cls(enc, dec, loss=cfg.pixel_loss.kind, norm_pix=cfg.pixel_loss.norm_pix)
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from salt.build import build_model_encoder, head_spec, token_grid
+from salt.build import build_model_encoder, token_grid
 from salt.config import Config
 from salt.flops import StepFlops, mask_counts, vjepa_step_flops
 from salt.masks.batch import MaskBatch
@@ -45,7 +45,7 @@ class VJEPAObjective(Objective):
                     num_classes: int | None = None) -> VJEPAObjective:
         enc = build_model_encoder(cfg)
         pred = build_predictor(grid=token_grid(cfg), in_dim=enc.embed_dim, out_dim=enc.embed_dim,
-                               spec=head_spec(cfg.predictor), use_rope=cfg.model.use_rope)
+                               spec=cfg.predictor, use_rope=cfg.model.use_rope)
         return cls(enc, pred, ema_start=cfg.ema.start, ema_end=cfg.ema.end)
 
     def trainable_modules(self) -> list[nn.Module]:

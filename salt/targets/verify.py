@@ -9,7 +9,6 @@ file is named on a line of its own.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +19,9 @@ import torch
 
 from salt.atomic import file_sha256
 from salt.data.config import LoaderConfig
-from salt.data.target_cache import (
-    FORMAT,
+from salt.data.loaders import open_loader
+from salt.targets.fingerprint import shard_set_id, teacher_fingerprint
+from salt.targets.format import (
     META,
     STORED_TORCH,
     TargetCacheError,
@@ -32,9 +32,9 @@ from salt.data.target_cache import (
     hash_mismatch_message,
     open_arrow,
     read_file_index,
-    shard_set_id,
-    teacher_fingerprint,
 )
+from salt.targets.job import TargetJob, job_device, load_frozen_teacher, teacher_targets
+from salt.targets.meta import CacheMeta
 
 
 @dataclass
@@ -59,68 +59,68 @@ def verify_cache(root: Path, teacher: str | None = None, shards: str | None = No
     if not meta_path.exists():
         rep.errors.append(f"{meta_path} is missing: not a target cache")
         return rep
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        rep.errors.append(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    try:
+        meta = CacheMeta.load(root)
+    except TargetCacheError as e:
+        rep.errors.append(str(e))
         return rep
-    k = int(meta["views"]["num_views"])
-    dtype, tokens, width = meta["storage"]["dtype"], int(meta["targets"]["tokens"]), int(meta["targets"]["width"])
+    k, dtype, tokens, width = meta.num_views, meta.dtype, meta.tokens, meta.width
     schema = arrow_schema(dtype, tokens, width)
-    rep.lines.append(f"{len(meta['files'])} files, {k} views, {tokens} tokens x {width} as {dtype} "
-                     f"(zstd), teacher {meta['teacher']['fingerprint'][:12]}")
-    if not meta.get("complete"):
-        missing = [f["file"] for f in meta["files"] if not (root / f["file"]).exists()]
+    rep.lines.append(f"{len(meta.files)} files, {k} views, {tokens} tokens x {width} as {dtype} "
+                     f"(zstd), teacher {meta.teacher_fingerprint[:12]}")
+    if not meta.complete:
+        missing = [f.file for f in meta.files if not (root / f.file).exists()]
         rep.errors.append(f"incomplete: {len(missing)} files missing ({', '.join(missing[:3])}...); rerun the "
                           "precompute command")
     index: dict[str, list[str]] = {}
     unhashed, hashed, damaged_rows = [], 0, 0
-    for f in meta["files"]:
-        path = root / f["file"]
+    for f in meta.files:
+        path = root / f.file
         if not path.exists():
             continue
         try:
-            reader = open_arrow(path, f.get("bytes"))
-            if f.get("sha256"):  # the size matches: the whole file's hash next
-                if file_sha256(path) != f["sha256"]:
+            reader = open_arrow(path, f.bytes)
+            if f.sha256:  # the size matches: the whole file's hash next
+                if file_sha256(path) != f.sha256:
                     rep.errors.append(hash_mismatch_message(path))  # one line per damaged file, nothing more
-                    damaged_rows += f.get("rows", 0)
+                    damaged_rows += f.rows
                     continue
                 hashed += 1
-            elif "samples" in f:  # finished, but recorded before hashes were
-                unhashed.append(f["file"])
-            keys, bad = read_file_index(reader, path, meta["job_id"], schema, k)
+            elif f.finished:  # finished, but recorded before hashes were
+                unhashed.append(f.file)
+            keys, bad = read_file_index(reader, path, meta.job_id, schema, k)
             _check_rows(path, keys, k)
         except TargetCacheError as e:
             rep.errors.append(str(e))
             continue
-        index[f["shard"]] = keys
-        if "samples" in f and (f["samples"], sorted(f["bad_keys"])) != (len(keys), sorted(bad)):
+        index[f.shard] = keys
+        if f.finished and (f.samples, sorted(f.bad_keys)) != (len(keys), sorted(bad)):
             rep.errors.append(f"{path.name}: {len(keys)} samples ({len(bad)} undecodable), meta.json says "
-                              f"{f['samples']} ({len(f['bad_keys'])})")
+                              f"{f.samples} ({len(f.bad_keys)})")
     if hashed:
         rep.lines.append(f"{hashed} files match the sha256 recorded in {META}")
     if unhashed:
         rep.lines.append(f"note: {META} records no sha256 for {len(unhashed)} files ({', '.join(unhashed[:3])}...), "
                          "made before hashes were recorded: their contents were not checked; rerun the precompute "
                          "command to record them")
-    counts = meta.get("counts")
-    if counts and meta.get("complete"):
+    counts = meta.counts
+    if counts and meta.complete:
         rows = sum(len(v) for v in index.values()) * k + damaged_rows
         if rows != counts["rows"]:
             rep.errors.append(f"the files hold {rows} rows, meta.json counts {counts['rows']}")
         rep.lines.append(f"{counts['samples']} samples ({counts['bad_samples']} undecodable), {counts['rows']} rows, "
                          f"{counts['bytes'] / 1e6:.1f} MB ({counts['bytes_per_clip'] / 1e3:.1f} kB per clip, "
                          f"{counts['compression_ratio']:.2f}x zstd)")
-    shard_root = Path(shards or meta["shards"]["path"])
+    shard_root = Path(shards or meta.shards_path)
     shard_set = _check_shards(rep, shard_root, meta, index)
-    teacher_path = teacher or meta["teacher"]["path"]
+    teacher_path = teacher or meta.teacher_path
     if not Path(teacher_path).exists():
         rep.lines.append(f"teacher {teacher_path} not found: fingerprint and rows not rechecked (pass --teacher)")
         return rep
     fp = teacher_fingerprint(teacher_path)
-    if fp != meta["teacher"]["fingerprint"]:
+    if fp != meta.teacher_fingerprint:
         rep.errors.append(f"teacher {teacher_path} (fingerprint {fp[:12]}) is not the one the cache was made with "
-                          f"({meta['teacher']['fingerprint'][:12]})")
+                          f"({meta.teacher_fingerprint[:12]})")
         return rep
     rep.lines.append(f"teacher {teacher_path}: fingerprint matches")
     if shard_set is not None and files > 0:
@@ -138,7 +138,7 @@ def _check_rows(path: Path, keys: list[str], k: int) -> None:
                                    f"({keys[r // k]}, {r % k})")
 
 
-def _check_shards(rep: VerifyReport, shard_root: Path, meta: dict, index: dict[str, list[str]]):
+def _check_shards(rep: VerifyReport, shard_root: Path, meta: CacheMeta, index: dict[str, list[str]]):
     from salt.data.shardset import ShardSet, ShardSetError
 
     try:
@@ -146,9 +146,8 @@ def _check_shards(rep: VerifyReport, shard_root: Path, meta: dict, index: dict[s
     except ShardSetError as e:
         rep.lines.append(f"shard set not checked: {e}")
         return None
-    want = {k: v for k, v in meta["shards"].items() if k != "path"}
-    if shard_set_id(shard_set.manifest) != want:
-        rep.errors.append(f"shard set {shard_root} is not the one the cache was made from ({meta['shards']['path']})")
+    if shard_set_id(shard_set.manifest) != meta.shards_id:
+        rep.errors.append(f"shard set {shard_root} is not the one the cache was made from ({meta.shards_path})")
         return None
     starts = np.searchsorted(shard_set.shard_ids, np.arange(len(shard_set.shard_names) + 1))
     for s, name in enumerate(shard_set.shard_names):
@@ -158,23 +157,17 @@ def _check_shards(rep: VerifyReport, shard_root: Path, meta: dict, index: dict[s
     return shard_set
 
 
-def _recompute(rep: VerifyReport, root: Path, meta: dict, teacher_path: str, shard_root: Path, shard_set,
+def _recompute(rep: VerifyReport, root: Path, meta: CacheMeta, teacher_path: str, shard_root: Path, shard_set,
                files: int, index: dict[str, list[str]]) -> None:
-    from dataprep.targets_job import TargetJob, job_device, load_frozen_teacher, teacher_targets
-    from salt.data.dali_loader import DaliVideoLoader
-    from salt.data.reference_loader import ReferenceVideoLoader
 
-    cfg_dict = dict(meta["job"]["loader_config"])
+    cfg_dict = dict(meta.loader_config)
     for key in ("scale", "ratio", "mean", "std"):
         cfg_dict[key] = tuple(cfg_dict[key])
     cfg = dataclasses.replace(LoaderConfig(**cfg_dict), shards=str(shard_root))
-    geo = meta["geometry"]
-    job = TargetJob(teacher=teacher_path, out=str(root), num_views=meta["views"]["num_views"], data=cfg,
-                    patch_size=geo["model.patch_size"], tubelet_size=geo["model.tubelet_size"],
-                    dtype=meta["storage"]["dtype"], teacher_dtype=meta["teacher"]["weights_dtype"],
-                    autocast=meta["teacher"]["autocast"],
-                    layers=tuple(meta["targets"]["layers"]) if meta["targets"]["layers"] else None,
-                    batch_size=cfg.batch_size, loader=meta["decode"]["loader"])
+    job = TargetJob(teacher=teacher_path, out=str(root), num_views=meta.num_views, data=cfg,
+                    patch_size=meta.geometry["model.patch_size"], tubelet_size=meta.geometry["model.tubelet_size"],
+                    dtype=meta.dtype, teacher_dtype=meta.teacher_weights_dtype, autocast=meta.teacher_autocast,
+                    layers=meta.layers, batch_size=cfg.batch_size, loader=meta.decode_loader)
     device = job_device()
     teacher = load_frozen_teacher(job, device)
     n = len(shard_set.shard_names)
@@ -183,11 +176,10 @@ def _recompute(rep: VerifyReport, root: Path, meta: dict, teacher_path: str, sha
     tol = 1e-4 if job.teacher_dtype == "fp32" and not job.autocast else 2.0 ** -5  # another device's rounding
     worst, exact, rows = 0.0, True, 0
     for s in chosen:
-        path = root / meta["files"][s]["file"]
-        if meta["files"][s]["shard"] not in index:
+        path = root / meta.files[s].file
+        if meta.files[s].shard not in index:
             continue  # missing or damaged: reported above
-        loader_cls = DaliVideoLoader if job.loader == "dali" else ReferenceVideoLoader
-        with loader_cls(job.loader_config(), only_shards=[s]) as loader:
+        with open_loader(job.loader_config(), job.loader, device=device, only_shards=[s]) as loader:
             batch = next(iter(loader))
         x = teacher_targets(teacher, batch.video.to(device), job.layers, job.autocast).cpu()  # (K * B, N, D)
         b = len(batch.keys) // k

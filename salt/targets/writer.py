@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from salt.atomic import file_sha256, reporting_write_errors
-from salt.data.target_cache import codec, file_name
+from salt.targets.format import codec, file_name
 
 
 class ShardTargetWriter:

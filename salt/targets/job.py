@@ -34,7 +34,20 @@ from tqdm import tqdm
 from salt.atomic import file_sha256, reporting_write_errors, write_json_atomic
 from salt.data.config import LoaderConfig
 from salt.data.shardset import ShardSet
-from salt.data.target_cache import (
+from salt.interrupt import StopFlag, Stopped
+from salt.models import VideoViT
+from salt.objectives.common import freeze
+from salt.objectives.latent import compute_teacher_targets
+from salt.precision import torch_dtype
+from salt.resume import changed_settings
+from salt.targets.fingerprint import (
+    geometry_section,
+    recipe_section,
+    sha256_json,
+    shard_set_id,
+    teacher_fingerprint,
+)
+from salt.targets.format import (
     FORMAT,
     META,
     TARGETS_DEFINITION,
@@ -43,20 +56,10 @@ from salt.data.target_cache import (
     codec,
     encode,
     file_name,
-    geometry_section,
     open_arrow,
     read_file_index,
-    recipe_section,
-    sha256_json,
-    shard_set_id,
-    teacher_fingerprint,
 )
-from salt.interrupt import StopFlag, Stopped
-from salt.models import VideoViT
-from salt.objectives.common import freeze
-from salt.objectives.latent import compute_teacher_targets
-
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+from salt.targets.meta import CacheMeta
 
 
 class TargetJobError(Exception):
@@ -112,15 +115,14 @@ def load_frozen_teacher(job: TargetJob, device: torch.device) -> VideoViT:
                              f"{job.data.num_frames}x{job.data.crop_size}x{job.data.crop_size} with patch "
                              f"{job.patch_size}, tubelet {job.tubelet_size}")
     freeze(teacher)  # as StudentObjective: frozen, eval mode, weights in teacher.dtype
-    if job.teacher_dtype == "bf16":
-        teacher.to(torch.bfloat16)
+    teacher.to(torch_dtype(job.teacher_dtype))
     return teacher.to(device)
 
 
 def teacher_targets(teacher: VideoViT, clips: torch.Tensor, layers: tuple[int, ...] | None,
                     autocast: str | None) -> torch.Tensor:
     """clips (B, C, T, H, W) -> (B, N, D * len(layers)) float32 layer-normed targets, as the student stage."""
-    ctx = torch.autocast(clips.device.type, dtype=AUTOCAST[autocast]) if autocast else nullcontext()
+    ctx = torch.autocast(clips.device.type, dtype=torch_dtype(autocast)) if autocast else nullcontext()
     with ctx, torch.no_grad():
         if layers is None:
             return compute_teacher_targets(teacher, clips)  # (B, N, D)
@@ -168,10 +170,14 @@ def describe(job: TargetJob, shards: ShardSet, teacher: VideoViT) -> dict:
             "files": [{"shard": n, "file": file_name(n)} for n in shards.shard_names]}
 
 
+IDENTITY = ("teacher", "targets", "storage", "views", "geometry", "shards", "decode")  # meta.json's job_id hashes these
+
+
 def _differences(old: dict, new: dict) -> list[str]:
-    return [k for k in ("teacher", "targets", "storage", "views", "geometry", "shards", "decode")
-            if {kk: vv for kk, vv in old.get(k, {}).items() if kk != "path"} !=
-            {kk: vv for kk, vv in new[k].items() if kk != "path"}]
+    """The sections of meta.json in which two jobs differ (where a folder or file lies may change)."""
+    changed = {k.split(".")[0] for k, *_ in changed_settings({k: old.get(k, {}) for k in IDENTITY},
+                                                            {k: new[k] for k in IDENTITY}, ignore_leaf={"path"})}
+    return [k for k in IDENTITY if k in changed]
 
 
 LOCK = ".meta.json.lock"
@@ -252,10 +258,10 @@ def file_done(path: Path, meta: dict, recorded: dict | None = None) -> bool:
     meta.json and the footer are checked, not the hash (`--verify` and the readers check that)."""
     if not path.exists():
         return False
+    typed = CacheMeta.from_dict(meta)
     try:
-        read_file_index(open_arrow(path, (recorded or {}).get("bytes")), path, meta["job_id"],
-                        arrow_schema(meta["storage"]["dtype"], meta["targets"]["tokens"], meta["targets"]["width"]),
-                        meta["views"]["num_views"])
+        read_file_index(open_arrow(path, (recorded or {}).get("bytes")), path, typed.job_id, typed.schema(),
+                        typed.num_views)
         return True
     except TargetCacheError as e:
         print(f"rewriting {path.name}: {e}", flush=True)
@@ -271,18 +277,19 @@ def finalize(out: Path, meta: dict) -> bool:
 
 
 def _finalize(out: Path, meta: dict) -> bool:
-    schema = arrow_schema(meta["storage"]["dtype"], meta["targets"]["tokens"], meta["targets"]["width"])
+    typed = CacheMeta.from_dict(meta)
+    schema, k = typed.schema(), typed.num_views
     recorded = _recorded(out, meta)
     files = []
     for f in meta["files"]:
         path = out / f["file"]
         if not path.exists():
             return False
-        keys, bad = read_file_index(open_arrow(path), path, meta["job_id"], schema, meta["views"]["num_views"])
+        keys, bad = read_file_index(open_arrow(path), path, typed.job_id, schema, k)
         size = path.stat().st_size
         r = recorded.get(f["file"], {})
         digest = r["sha256"] if r.get("sha256") and r.get("bytes") == size else file_sha256(path)
-        files.append({**f, "samples": len(keys), "rows": len(keys) * meta["views"]["num_views"], "bad_keys": bad,
+        files.append({**f, "samples": len(keys), "rows": len(keys) * k, "bad_keys": bad,
                       "bytes": size, "sha256": digest})
     samples, rows = sum(f["samples"] for f in files), sum(f["rows"] for f in files)
     nbytes = sum(f["bytes"] for f in files)
@@ -357,9 +364,8 @@ def _run(job: TargetJob, rank: int, world: int, overwrite: bool, progress: bool,
 def _compute(job: TargetJob, shards: ShardSet, teacher: VideoViT, meta: dict, out: Path, todo: list[int],
              starts: np.ndarray, device: torch.device, progress: bool, rank: int,
              stop: StopFlag | None = None) -> tuple[int, int]:
-    from dataprep.targets_writer import ShardTargetWriter
-    from salt.data.dali_loader import DaliVideoLoader
-    from salt.data.reference_loader import ReferenceVideoLoader
+    from salt.data.loaders import open_loader
+    from salt.targets.writer import ShardTargetWriter
 
     k = job.num_views
     schema = arrow_schema(job.dtype, meta["targets"]["tokens"], meta["targets"]["width"])
@@ -383,11 +389,7 @@ def _compute(job: TargetJob, shards: ShardSet, teacher: VideoViT, meta: dict, ou
     if not todo:
         return 0, 0
     cfg = job.loader_config()
-    if job.loader == "dali":
-        loader = DaliVideoLoader(cfg, only_shards=todo,
-                                 device_id=device.index if device.type == "cuda" else None)
-    else:
-        loader = ReferenceVideoLoader(cfg, only_shards=todo)
+    loader = open_loader(cfg, job.loader, device=device, only_shards=todo)
     writers: dict[int, ShardTargetWriter] = {}
     io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")  # compression overlaps the teacher
     pending: deque[Future] = deque()

@@ -1,0 +1,35 @@
+"""The one way to open a video loader: every caller (training, the target cache job and its verify,
+the probe, the throughput measure) names a loader kind and gets the same batches for the same config."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from salt.data.config import LoaderConfig
+from salt.data.loader_base import VideoLoaderBase
+from salt.masks.factory import MaskGenerator
+
+LOADERS = ("dali", "reference")  # DALI (GPU or CPU decoding) | torch DataLoader + PyAV (the reference)
+
+
+def open_loader(cfg: LoaderConfig, kind: str = "dali", *, rank: int = 0, world: int = 1,
+                mask_generator: MaskGenerator | None = None, device: torch.device | None = None,
+                only_shards: Sequence[int] | None = None) -> VideoLoaderBase:
+    """device: where the batches are used; a CUDA device gives DALI its GPU (decoding there when
+    cfg.device allows). only_shards: read only these shard numbers (the target cache job)."""
+    if not cfg.shards:
+        raise ValueError("no shard set: pass a folder made by dataprep.shards")
+    if kind == "dali":
+        from salt.data.dali_loader import DaliVideoLoader
+
+        device_id = (device.index or 0) if device is not None and device.type == "cuda" else None
+        return DaliVideoLoader(cfg, rank=rank, world=world, mask_generator=mask_generator, device_id=device_id,
+                               only_shards=only_shards)
+    if kind == "reference":
+        from salt.data.reference_loader import ReferenceVideoLoader
+
+        return ReferenceVideoLoader(cfg, rank=rank, world=world, mask_generator=mask_generator,
+                                    only_shards=only_shards)
+    raise ValueError(f"unknown loader {kind!r}; expected one of {LOADERS}")

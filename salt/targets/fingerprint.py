@@ -1,0 +1,44 @@
+"""What a cache was made for, as content hashes: the teacher, the clip geometry, the view recipe and the
+shard set. A run or a rerun of the job compares these to refuse a cache that does not fit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from salt.data.config import LoaderConfig
+from salt.models.io import encoder_fingerprint, find_encoder
+
+
+def teacher_fingerprint(path: str | Path) -> str:
+    """sha256 of the exported teacher's weights hash and architecture (not its step or run name)."""
+    info = json.loads(find_encoder(path).with_suffix(".json").read_text())
+    arch = {k: info.get(k) for k in ("size", "depth", "img_size", "num_frames", "patch_size", "tubelet_size",
+                                     "use_rope", "embed_dim")}
+    return sha256_json({"weights_sha256": encoder_fingerprint(path), "architecture": arch})
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def geometry_section(data: LoaderConfig, patch_size: int, tubelet_size: int) -> dict:
+    """The clip geometry (config keys -> values): a cache is valid only for this."""
+    return {"data.num_frames": data.num_frames, "data.frame_stride": data.frame_stride,
+            "data.crop_size": data.crop_size, "model.patch_size": patch_size, "model.tubelet_size": tubelet_size}
+
+
+def recipe_section(data: LoaderConfig) -> dict:
+    """The view recipe besides the geometry (config keys -> values): crops, flip, seed, normalisation."""
+    return {"data.scale": list(data.scale), "data.ratio": list(data.ratio), "data.flip": data.flip,
+            "data.seed": data.seed, "data.mean": list(data.mean), "data.std": list(data.std)}
+
+
+def shard_set_id(manifest: dict) -> dict:
+    """Names a shard set by content: its name, sample count and the (file, bytes) of its shards."""
+    return {"name": manifest.get("name"), "num_samples": manifest.get("num_samples"),
+            "shards_sha256": sha256_json([[s["path"], s["bytes"]] for s in manifest["shards"]])}
+
+
