@@ -246,7 +246,7 @@ def test_kill_9_leaves_no_false_shard_and_rerun_completes(real_and_bad, tmp_path
 def test_changed_options_refuse_to_resume(labelled_dir, tmp_path):
     out = tmp_path / "opt"
     run_job(JobConfig(input=str(labelled_dir), name="opt", short_side=32), out, progress=False)
-    with pytest.raises(JobError, match="short_side: was 32, now 48"):
+    with pytest.raises(JobError, match="short_side: 32 -> 48"):
         run_job(JobConfig(input=str(labelled_dir), name="opt", short_side=48), out, progress=False)
     m = run_job(JobConfig(input=str(labelled_dir), name="opt", short_side=48), out, overwrite=True,
                 progress=False).manifest
