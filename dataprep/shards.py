@@ -284,9 +284,9 @@ def run_job(cfg: JobConfig, out: Path, workers: int = 1, overwrite: bool = False
     seconds_done, failed = 0.0, failed_before
     bar = None
     try:
-        signals = raise_on_stop_signals() if handle_signals else contextlib.nullcontext()
+        signals = raise_on_stop_signals() if handle_signals else contextlib.nullcontext(lambda: None)
         workers_cm = contextlib.nullcontext(pool) if pool else WorkerPool(max(1, min(workers, len(todo) or 1)))
-        with signals, workers_cm as pool:
+        with signals as check_stop, workers_cm as pool:
             probes = list(tqdm(pool.ordered_map(probe_video, todo, timeout=lambda _: budget.probe()),
                                total=len(todo), unit="file", disable=not progress, desc=f"probe {cfg.prefix}",
                                dynamic_ncols=True, leave=False))
@@ -306,6 +306,7 @@ def run_job(cfg: JobConfig, out: Path, workers: int = 1, overwrite: bool = False
                     if isinstance(res, TaskLost):
                         res = (res.item[0], _lost_reason(res, "transcode"))
                 bar.update(1)
+                check_stop()  # a stop signal whose exception a finalizer swallowed
                 if isinstance(res, tuple):
                     inp, reason = res
                     if isinstance(probe, Probe) and probe.failure is not None and not inp.claims_video:

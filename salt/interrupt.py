@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 EXIT_STOPPED = 75
@@ -25,20 +25,34 @@ class Stopped(Exception):
 
 
 @contextmanager
-def raise_on_stop_signals() -> Iterator[None]:
+def raise_on_stop_signals() -> Iterator[Callable[[], None]]:
     """Inside the block, SIGTERM and SIGINT raise Stopped where the main thread is (for jobs whose work
     units are cheap to redo: a shard job loses at most the shard it was filling). Outside the main
-    thread this does nothing."""
+    thread this does nothing.
+
+    A signal that lands inside an object's finalizer (`__del__`) has its exception ignored by Python;
+    the signal is remembered, and the block's value, a `check()` to call at safe points, raises it
+    there; the end of the block raises it too."""
+    pending: list[str] = []
+
+    def check() -> None:
+        if pending:
+            raise Stopped(pending[0])
+
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield check
         return
 
     def handler(signum, _frame):
-        raise Stopped(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if not pending:
+            pending.append(name)
+        raise Stopped(name)
 
     old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
-        yield
+        yield check
+        check()
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -1,4 +1,5 @@
-"""The one resume guard (salt/resume.py) and the precision names (salt/precision.py)."""
+"""The one resume guard (salt/resume.py), the precision names (salt/precision.py) and stop signals that a
+finalizer swallowed (salt/interrupt.py)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,22 @@ def test_precision_names_map_both_spellings():
     assert short_name(torch.bfloat16) == "bf16" and short_name(None) is None
     with pytest.raises(ValueError, match="unknown precision 'int8'"):
         torch_dtype("int8")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the ignored raise in __del__
+def test_a_stop_signal_swallowed_by_a_finalizer_still_stops_the_job():
+    import gc
+    import os
+    import signal
+
+    from salt.interrupt import Stopped, raise_on_stop_signals
+
+    class SignalledWhileCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler's exception is ignored in __del__
+
+    with pytest.raises(Stopped, match="SIGTERM"), raise_on_stop_signals() as check:
+        SignalledWhileCollected()  # collected at once: its __del__ gets the signal
+        gc.collect()
+        check()
+        pytest.fail("check() did not raise")
