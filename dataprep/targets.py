@@ -36,6 +36,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 
 from salt.config import ConfigError, overrides_from_args  # noqa: E402
+from salt.data.loaders import LOADERS  # noqa: E402
 from salt.interrupt import EXIT_STOPPED  # noqa: E402
 from salt.targets.format import STORAGE_DTYPES  # noqa: E402
 
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the final output, the student stage's online targets")
     p.add_argument("--config", default=None, help="the student run's config (YAML or a name in salt/configs)")
     p.add_argument("--batch-size", type=int, default=4, help="samples per batch (the teacher sees K times as many)")
-    p.add_argument("--loader", default=None, choices=("dali", "reference"),
+    p.add_argument("--loader", default=None, choices=LOADERS,
                    help="decoder: the student run's data.loader (default: the config's)")
     p.add_argument("--zstd-level", type=int, default=None, help="zstd level (default: Arrow's)")
     p.add_argument("--overwrite", action="store_true", help="replace a cache in --out made by another job")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from salt.data.loaders import LOADERS
 from salt.report import fmt_flops, write_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,7 +208,6 @@ class Demo:
     def loader_throughput(self, seconds: float = 5.0) -> dict:
         """Clips/s of both loaders on the training shards (salt.data.throughput, as benchmarks/loader.py measures)."""
         from salt.config import load_config
-        from salt.data.loaders import LOADERS
         from salt.data.throughput import measure, run_loader
 
         cfg = load_config(self.size.config, [f"data.shards={self.train_shards}", f"data.batch_size={self.size.batch_size}"]
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="run folder (default runs/demo-SIZE)")
     ap.add_argument("--shards", default="shards", help="where the demo's shard sets go")
     ap.add_argument("--cache", default="cache", help="where the teacher-target cache goes")
-    ap.add_argument("--loader", choices=("dali", "reference"), default="dali")
+    ap.add_argument("--loader", choices=LOADERS, default="dali")
     args = ap.parse_args(argv)
     out = Path(args.out) if args.out else REPO / "runs" / f"demo-{args.size}"
     demo = Demo(args.size, out, Path(args.shards) if Path(args.shards).is_absolute() else REPO / args.shards,

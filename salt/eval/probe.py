@@ -31,7 +31,7 @@ from torch import nn
 
 from salt.atomic import write_json_atomic
 from salt.data.config import LoaderConfig
-from salt.data.loaders import open_loader
+from salt.data.loaders import LOADERS, open_loader
 from salt.eval.features import FeatureSet, extract_features
 from salt.eval.intervals import Estimate, bootstrap, chance_band
 from salt.eval.knn import knn_correct
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-clips", type=int, default=2, help="evenly spaced clips per validation sample")
     ap.add_argument("--eval-crops", type=int, default=3, help="crops along the long side per clip")
     ap.add_argument("--batch-size", type=int, default=16, help="clips per loader batch")
-    ap.add_argument("--loader", choices=("dali", "reference"), default="dali")
+    ap.add_argument("--loader", choices=LOADERS, default="dali")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="first probe seed; also the views' and the random init's")
     ap.add_argument("--json", default=None, help="write the result here (default: <encoder>/probe.json)")

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from salt.atomic import file_sha256, reporting_write_errors, write_json_atomic
 from salt.data.config import LoaderConfig
+from salt.data.loaders import LOADERS, open_loader
 from salt.data.shardset import ShardSet
 from salt.interrupt import StopFlag, Stopped
 from salt.models import VideoViT
@@ -88,8 +89,8 @@ class TargetJob:
             raise TargetJobError("--views and --batch-size must be >= 1")
         if self.data.views_per_clip != 1:
             raise TargetJobError("data.views_per_clip must be 1: a cached view is one decode")
-        if self.loader not in ("dali", "reference"):
-            raise TargetJobError(f"loader must be dali or reference, got {self.loader!r}")
+        if self.loader not in LOADERS:
+            raise TargetJobError(f"loader must be one of {LOADERS}, got {self.loader!r}")
 
     def loader_config(self) -> LoaderConfig:
         """The precompute loader's config: the run's data section (without DataConfig's extra keys)."""
@@ -364,7 +365,6 @@ def _run(job: TargetJob, rank: int, world: int, overwrite: bool, progress: bool,
 def _compute(job: TargetJob, shards: ShardSet, teacher: VideoViT, meta: dict, out: Path, todo: list[int],
              starts: np.ndarray, device: torch.device, progress: bool, rank: int,
              stop: StopFlag | None = None) -> tuple[int, int]:
-    from salt.data.loaders import open_loader
     from salt.targets.writer import ShardTargetWriter
 
     k = job.num_views
