@@ -115,7 +115,7 @@ def same_weights_losses(shards: Path, caches: dict[str, Path], batches: int) -> 
                 break
             for d, cache in opened.items():
                 targets = cache.read(batch.keys, batch.view_ids).decode()
-                out[d].append(float(objective(batch.video, batch.masks, targets=targets).loss))
+                out[d].append(float(objective(batch.model_input("cpu"), batch.masks, targets=targets).loss))
     for c in opened.values():
         c.close()
     return {d: statistics.fmean(v) for d, v in out.items()}

@@ -40,7 +40,7 @@ class ModelConfig:
     tubelet_size: int = 2
     drop_path: float = 0.0
     use_rope: bool = False
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = False  # recompute block activations in backward (encoder, predictor, decoder)
 
 
 @dataclass
@@ -111,6 +111,7 @@ class RunConfig:
     peak_tflops: float | None = None  # per device, for MFU; None: known GPU peak, or measured on the CPU
     tensorboard: bool = True  # also log to <dir>/tensorboard when tensorboard is installed
     threads: int | None = None  # torch intra-op threads per process; None: cores / processes
+    compile: bool = False  # torch.compile each transformer block in place (salt.models.blocks.set_block_options)
     probe_every: int = 0  # >0: k-NN probe of the encoder every this many steps (and at the end), into metrics
     probe_shards: str = ""  # labelled held-out shard set the k-NN probe queries (the bank: data.shards)
     probe_samples: int = 200  # clips of each, the first ones in stored order: the same at every checkpoint

@@ -13,6 +13,7 @@ import torch
 from videos import zero_sample_video
 
 from dataprep.shards import JobConfig, run_job
+from salt.data.augment import PixelNorm
 from salt.data.config import LoaderConfig
 from salt.data.dali_loader import DaliVideoLoader
 from salt.data.plan import CorruptSampleError, LoaderError, plan_sample
@@ -48,10 +49,11 @@ def test_batch_contents(kind, synth_shards):
     assert len(batches) == len(loader) == 30 // 4
     seen, relabelled = [], 0
     for b in batches:
-        assert b.video.shape == (8, 3, 8, 32, 32) and b.video.dtype == torch.float32
-        assert torch.isfinite(b.video).all()
+        assert b.video.shape == (8, 8, 32, 32, 3) and b.video.dtype == torch.uint8
+        x = b.model_input("cpu")
+        assert x.shape == (8, 3, 8, 32, 32) and x.dtype == torch.float32 and torch.isfinite(x).all()
         # ImageNet normalisation of [0, 255] pixels bounds values to about [-2.2, 2.7]
-        assert b.video.min() >= -2.2 and b.video.max() <= 2.7 and b.video.std() > 0.2
+        assert x.min() >= -2.2 and x.max() <= 2.7 and x.std() > 0.2
         # a flipped view of a left/right class carries the mirrored class (manifest.json label_hflip)
         want = []
         for k, v in zip(b.keys, b.view_ids.tolist(), strict=True):
@@ -150,15 +152,41 @@ def test_corrupt_sample_raises_under_strict(kind, corrupt_shards):
         epoch(LOADERS[kind](config(path, strict=True)))
 
 
-def test_dali_and_reference_agree_under_a_fixed_recipe(synth_shards):
-    cfg = config(synth_shards, views_per_clip=2, crop_size=24)
+@pytest.mark.parametrize("handoff", ["uint8", "float32"])
+def test_dali_and_reference_agree_under_a_fixed_recipe(synth_shards, handoff):
+    cfg = config(synth_shards, views_per_clip=2, crop_size=24, handoff=handoff)
     for a, b in zip(epoch(DaliVideoLoader(cfg)), epoch(ReferenceVideoLoader(cfg)), strict=True):
         assert a.keys == b.keys and torch.equal(a.view_ids, b.view_ids)
-        diff = (a.video - b.video).abs()
-        # same frames, crop and flip; only YUV->RGB rounding and resampling details differ
+        assert a.video.dtype == b.video.dtype == (torch.uint8 if handoff == "uint8" else torch.float32)
+        x, y = a.model_input("cpu"), b.model_input("cpu")
+        diff = (x - y).abs()
+        # same frames, crop and flip; only YUV->RGB rounding and (float32: DALI's) resampling differ
         assert diff.mean() < 0.06
-        corr = torch.corrcoef(torch.stack([a.video.flatten(), b.video.flatten()]))[0, 1]
+        corr = torch.corrcoef(torch.stack([x.flatten(), y.flatten()]))[0, 1]
         assert corr > 0.995
+
+
+def test_handoffs_give_the_same_model_input(synth_shards):
+    """uint8 pixels normalised on the device are the float32 hand-off's values (same cut, same formula)."""
+    cfg = config(synth_shards, views_per_clip=2)
+    u8 = next(iter(ReferenceVideoLoader(cfg)))
+    f32 = next(iter(ReferenceVideoLoader(replace(cfg, handoff="float32"))))
+    assert u8.norm is not None and f32.norm is None
+    assert torch.allclose(u8.model_input("cpu"), f32.model_input("cpu"), atol=1e-5)
+    assert torch.allclose(u8.model_input("cpu", torch.bfloat16).float(), f32.video, atol=2e-2)
+
+
+def test_pixel_norm_refuses_float_input():
+    with pytest.raises(TypeError, match=r"expects \(N, T, H, W, 3\) uint8 pixels, got \(1, 3, 1, 2, 2\) torch.float32"):
+        PixelNorm((0.5, 0.5, 0.5), (0.2, 0.2, 0.2))(torch.zeros(1, 3, 1, 2, 2))
+
+
+def test_pixel_norm_values_and_layout():
+    pixels = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 1, 3).expand(2, 4, 5, 6, 3).contiguous()
+    x = PixelNorm((0.5, 0.2, 0.0), (0.5, 0.2, 1.0))(pixels)  # (N, T, H, W, C) -> (N, C, T, H, W)
+    assert x.shape == (2, 3, 4, 5, 6) and x.is_contiguous()
+    assert torch.allclose(x[:, 0], torch.tensor(-1.0)) and torch.allclose(x[:, 1], torch.tensor(0.0), atol=1e-6)
+    assert torch.allclose(x[:, 2], torch.tensor(1.0))
 
 
 def test_view_recipe_changes_the_pixels(synth_shards):
@@ -192,7 +220,7 @@ def test_codec_the_device_cannot_decode_is_refused_up_front(synth_videos, tmp_pa
     with pytest.raises(LoaderError, match="decodes only on a GPU.*reference loader"):
         DaliVideoLoader(config(out, device="cpu"))
     batches = epoch(ReferenceVideoLoader(config(out)))  # the reference loader reads H.264 on the CPU
-    assert len(batches) == 2 and batches[0].video.shape == (4, 3, 8, 32, 32)
+    assert len(batches) == 2 and batches[0].model_input("cpu").shape == (4, 3, 8, 32, 32)
 
 
 def test_missing_or_empty_shard_set_is_a_clear_error(tmp_path):
@@ -207,3 +235,19 @@ def test_masks_differ_between_batches(synth_shards):
     assert any(not torch.equal(firsts[0], f) for f in firsts[1:]) or \
         any(f.shape != firsts[0].shape for f in firsts[1:])
     assert np.all([m.context_idx.shape[0] == 4 for b in batches for m in b.masks])
+
+
+def test_cut_view_crops_resizes_and_flips():
+    from salt.data.augment import cut_view
+    from salt.data.views import ViewParams
+
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (3, 40, 50, 3), dtype=torch.uint8, generator=g)  # (T, H, W, 3)
+    plain, flipped = torch.empty(3, 16, 16, 3, dtype=torch.uint8), torch.empty(3, 16, 16, 3, dtype=torch.uint8)
+    cut_view(frames, ViewParams(0, 5, 10, 32, 32, False), 16, plain)
+    cut_view(frames, ViewParams(0, 5, 10, 32, 32, True), 16, flipped)
+    assert torch.equal(flipped, plain.flip(2))
+    # the uint8 kernel matches float resampling of the same box to within rounding
+    box = frames[:, 5:37, 10:42].permute(0, 3, 1, 2).float()
+    want = torch.nn.functional.interpolate(box, size=(16, 16), mode="bilinear", antialias=True).permute(0, 2, 3, 1)
+    assert (plain.float() - want).abs().max() <= 1.0

@@ -102,7 +102,7 @@ def test_cached_targets_equal_the_online_teachers_for_the_loaders_views(dtype, c
     with DaliVideoLoader(cfg) as loader:
         for batch in list(loader)[:3]:  # the training loader's own views: one cached view id per sample
             got = cache.read(batch.keys, batch.view_ids).decode()  # (B, N, D)
-            want = online_targets(teacher, batch.video)
+            want = online_targets(teacher, batch.model_input("cpu"))
             assert got.shape == want.shape == (4, 64, 192)
             if dtype == "fp32":
                 assert torch.equal(got, want)
@@ -156,7 +156,7 @@ def test_student_step_from_the_cache_gives_the_online_loss(caches, teachers, syn
         student.zero_grad()
         pred.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = objective(batch.video, batch.masks, **kw)
+            out = objective(batch.model_input("cpu"), batch.masks, **kw)
         out.loss.backward()
         losses.append(out.loss.detach())
         grads.append([p.grad.clone() for p in [*student.parameters(), *pred.parameters()] if p.grad is not None])

@@ -144,3 +144,26 @@ def launch(nprocs: int, args: list[str], timeout: int = 600) -> subprocess.Compl
     cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(nprocs), "--master_port",
            str(29600 + os.getpid() % 1000), "salt/train.py", *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_activation_checkpointing_recomputes_the_same_steps(teacher_run, synth_shards, tmp_path):
+    """model.grad_checkpointing (every block stack, the student's predictor included) changes memory, not
+    the arithmetic: the same losses, step for step."""
+    extra = ("--teacher", str(teacher_run), "--run.log_every=1", "--run.checkpoint_every=4")
+    assert train(synth_shards, tmp_path / "plain", "student", 4, *extra) == 0
+    assert train(synth_shards, tmp_path / "ckpt", "student", 4, *extra, "--model.grad_checkpointing=true") == 0
+    plain, ckpt = losses(tmp_path / "plain"), losses(tmp_path / "ckpt")
+    assert sorted(plain) == [1, 2, 3, 4] and plain == pytest.approx(ckpt, rel=1e-5)
+
+
+@pytest.mark.timeout(600)
+def test_compiled_blocks_train_like_eager_ones(synth_shards, tmp_path):
+    """run.compile compiles each transformer block in place: losses match eager to float tolerance and the
+    checkpoint's parameter names are the eager model's (an eager run resumes from it)."""
+    extra = ("--run.log_every=1", "--run.checkpoint_every=3")
+    assert train(synth_shards, tmp_path / "eager", "teacher", 3, *extra) == 0
+    assert train(synth_shards, tmp_path / "compiled", "teacher", 3, *extra, "--run.compile=true") == 0
+    eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    assert sorted(compiled) == [1, 2, 3] and compiled == pytest.approx(eager, rel=1e-3)
+    assert train(synth_shards, tmp_path / "compiled", "teacher", 4, *extra, "--resume") == 0
+    assert sorted(losses(tmp_path / "compiled")) == [1, 2, 3, 4]

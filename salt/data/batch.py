@@ -8,12 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from salt.data.augment import PixelNorm
 from salt.masks import MaskBatch, MaskGenerator
 
 
 @dataclass
 class VideoBatch:
-    video: torch.Tensor  # (V * B, C, T, H, W) float, normalised; view-major: row v * B + i is view v of sample i
+    video: torch.Tensor  # (V * B, T, H, W, C) uint8 pixels, channels last; (V * B, C, T, H, W) float32,
+    # normalised, when norm is None (handoff float32); view-major: row v * B + i is view v of sample i
     labels: torch.Tensor  # (V * B,) long, -1 when unlabelled
     keys: list[str]  # V * B sample keys
     view_ids: torch.Tensor  # (V * B,) long
@@ -21,12 +23,19 @@ class VideoBatch:
     epoch: int
     index: int  # batch number within the epoch
     valid: int  # samples of this batch that are real (fewer only in a padded last evaluation batch)
+    norm: PixelNorm | None = None  # turns uint8 `video` into model input; None: `video` is already normalised
+
+    def model_input(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The clips as the encoder takes them: (V * B, C, T, H, W) `dtype` on `device`, moved there as
+        uint8 and normalised there."""
+        video = self.video.to(device, non_blocking=True)
+        return video.to(dtype) if self.norm is None else self.norm(video, dtype)
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> VideoBatch:
         return VideoBatch(self.video.to(device, non_blocking=non_blocking), self.labels.to(device),
                           self.keys, self.view_ids, None if self.masks is None else
                           [m.to(device, non_blocking=non_blocking) for m in self.masks], self.epoch, self.index,
-                          self.valid)
+                          self.valid, self.norm)
 
 
 def batch_seed(seed: int, epoch: int, index: int, rank: int) -> int:

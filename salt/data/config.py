@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from salt.data.augment import HANDOFFS, PixelNorm
 from salt.data.views import ViewRecipe
 
 
@@ -31,12 +32,19 @@ class LoaderConfig:
     # match manifest.json's sha256 (one read of the shard per process, ~1.4 GB/s per core); false: sizes only
     cached_views: int = 0  # >0: each sample uses one of this many precomputed views per epoch (target cache)
     prefetch: int = 2  # batches decoded ahead
+    handoff: str = "uint8"  # "uint8": clips leave the loader as uint8 and are normalised on the training device
+    # (VideoBatch.model_input); "float32": the loader normalises (DALI does crop, resize and normalise)
+    gpu_decode: bool = True  # device gpu: decode with NVDEC; false: decode on the CPU, crop and resize on the GPU
     mean: tuple[float, float, float] = field(default=(0.485, 0.456, 0.406))
     std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225))
 
     def recipe(self) -> ViewRecipe:
         values = {f.name: getattr(self, f.name) for f in fields(ViewRecipe)}
         return ViewRecipe(**{**values, "scale": tuple(self.scale), "ratio": tuple(self.ratio)})
+
+    def pixel_norm(self) -> PixelNorm | None:
+        """How a batch's uint8 pixels become model input (None: the loader hands over float32, normalised)."""
+        return PixelNorm(tuple(self.mean), tuple(self.std)) if self.handoff == "uint8" else None
 
     def view_layout(self) -> tuple[int, int]:
         """(decodes per sample, views cut from each decode): eval decodes each evenly spaced clip once and
@@ -60,6 +68,8 @@ class LoaderConfig:
             raise ValueError("data.mode 'precompute' needs data.cached_views >= 1 (the views to precompute)")
         if self.device not in ("auto", "cpu", "gpu"):
             raise ValueError(f"data.device must be auto, cpu or gpu, got {self.device!r}")
+        if self.handoff not in HANDOFFS:
+            raise ValueError(f"data.handoff must be one of {', '.join(HANDOFFS)}, got {self.handoff!r}")
         if self.batch_size < 1 or self.threads < 1 or self.prefetch < 1:
             raise ValueError("data.batch_size, data.threads and data.prefetch must be >= 1")
         if self.cached_views and self.views_per_clip != 1:

@@ -4,9 +4,10 @@ Samples reach DALI through `fn.external_source`, fed by `BatchPlanner` from the 
 files, rather than through `fn.readers.webdataset`. Measured with DALI 2.4: `fn.decoders.video` does
 not support pipeline checkpointing, so a reader inside the pipeline cannot be restored mid-epoch;
 and a payload that fails to decode invalidates the whole pipeline without saying which sample it
-was. Feeding from Python keeps DALI doing the heavy work (decode, crop, resize, flip, normalise) and
-gives exact resume, equal batch counts on every rank, keys with every batch, and the culprit of a
-decode error. `benchmarks/loader.py` measures both feeds on the same data.
+was. Feeding from Python keeps DALI doing the heavy work (decoding; on a GPU also crop, resize and
+flip) and gives exact resume, equal batch counts on every rank, keys with every batch, and the
+culprit of a decode error. On the CPU the views are cut in torch (salt.data.augment: faster there
+than DALI's CPU resize). `benchmarks/loader.py` measures both feeds and both ways on the same data.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from salt.data.augment import cut_view, one_torch_thread
 from salt.data.batch import VideoBatch
 from salt.data.config import LoaderConfig
 from salt.data.loader_base import VideoLoaderBase
@@ -46,14 +48,15 @@ def check_codec(shards: ShardSet, device: str) -> None:
         raise LoaderError(f"shard set {shards.root} holds {codec.name} video, which DALI cannot decode")
 
 
-class _Feeder:
-    """DALI's external source: each call plans the next batch and returns its bytes and view arguments.
-    Batches handed to DALI but not yet returned stay in `in_flight`."""
+class BatchFeeder:
+    """DALI's external source: each call plans the next batch and returns its bytes, each decode's start
+    frame and (with_views) each view's crop box and flip. Batches handed to DALI but not yet returned
+    stay in `in_flight`."""
 
     def __init__(self, planner: BatchPlanner, positions: Iterator[tuple[int, int]], decodes: int,
-                 views_per_decode: int):
+                 views_per_decode: int, with_views: bool):
         self.planner, self.positions = planner, positions
-        self.decodes, self.views_per_decode = decodes, views_per_decode
+        self.decodes, self.views_per_decode, self.with_views = decodes, views_per_decode, with_views
         self.in_flight: deque[BatchPlan] = deque()
 
     def __call__(self) -> tuple[list[np.ndarray], ...]:
@@ -66,6 +69,8 @@ class _Feeder:
         for g in range(self.decodes):
             out.append([np.array(s.views[g * self.views_per_decode][1].start_frame, dtype=np.int32)
                         for s in plan.samples])
+            if not self.with_views:
+                continue
             for v in range(g * self.views_per_decode, (g + 1) * self.views_per_decode):
                 out.append([np.array([s.views[v][1].top, s.views[v][1].left], dtype=np.float32)
                             for s in plan.samples])
@@ -77,48 +82,77 @@ class _Feeder:
 
 
 def build_pipeline(cfg: LoaderConfig, device: str, source, batch_size: int, decodes: int, views_per_decode: int,
-                   device_id: int | None):
+                   device_id: int | None, with_views: bool):
+    """with_views: the pipeline crops, resizes, flips (and under handoff float32 normalises) each view
+    and returns V outputs of (B, C, T, S, S) float32 or (B, T, S, S, C) uint8; otherwise it returns the decoded frames, one output of
+    (B, T, H, W, 3) uint8 per decode, and the loader cuts the views in torch."""
     from nvidia.dali import fn, pipeline_def, types
+
+    decoder = "mixed" if device == "gpu" and cfg.gpu_decode else "cpu"
+    as_float = cfg.handoff == "float32"
 
     @pipeline_def(batch_size=batch_size, num_threads=cfg.threads, device_id=device_id,
                   prefetch_queue_depth=cfg.prefetch, seed=cfg.seed & 0x7FFFFFFF)
     def pipe():
-        dtypes = [types.UINT8] + [types.INT32, *([types.FLOAT, types.FLOAT, types.INT32] * views_per_decode)] * decodes
+        per_view = [types.FLOAT, types.FLOAT, types.INT32] if with_views else []
+        dtypes = [types.UINT8] + [types.INT32, *(per_view * views_per_decode)] * decodes
         inputs = fn.external_source(source=source, num_outputs=len(dtypes), batch=True, dtype=dtypes,
                                     no_copy=False)
         encoded, rest = inputs[0], inputs[1:]
-        views = []
-        per_decode = 1 + 3 * views_per_decode
+        outputs = []
+        per_decode = 1 + len(per_view) * views_per_decode
         for g in range(decodes):
             start = rest[g * per_decode]
-            frames = fn.decoders.video(encoded, device="mixed" if device == "gpu" else "cpu", start_frame=start,
-                                       sequence_length=cfg.num_frames, stride=cfg.frame_stride, pad_mode="edge")
+            frames = fn.decoders.video(encoded, device=decoder, start_frame=start, sequence_length=cfg.num_frames,
+                                       stride=cfg.frame_stride, pad_mode="edge")  # (T, H, W, 3) per sample
+            if not with_views:
+                outputs.append(frames)
+                continue
+            if device == "gpu" and decoder == "cpu":
+                frames = frames.gpu()  # CPU-decoded frames: crop and resize on the GPU
             for v in range(views_per_decode):
                 roi_start, roi_end, flip = rest[g * per_decode + 1 + 3 * v: g * per_decode + 4 + 3 * v]
                 x = fn.resize(frames, roi_start=roi_start, roi_end=roi_end, roi_relative=False,
                               size=[cfg.crop_size, cfg.crop_size], interp_type=types.INTERP_LINEAR, antialias=True)
-                x = fn.crop_mirror_normalize(x, mirror=flip, mean=[m * 255 for m in cfg.mean],
-                                             std=[s * 255 for s in cfg.std], output_layout="CFHW",
-                                             dtype=types.FLOAT)
-                views.append(x)  # (C, T, S, S) per sample
-        return tuple(views)
+                if as_float:
+                    x = fn.crop_mirror_normalize(x, mirror=flip, mean=[m * 255 for m in cfg.mean],
+                                                 std=[s * 255 for s in cfg.std], output_layout="CFHW",
+                                                 dtype=types.FLOAT)
+                else:  # the uint8 hand-off keeps channels last: PixelNorm reorders on the device
+                    x = fn.flip(x, horizontal=flip)
+                outputs.append(x)  # (C, T, S, S) float32, or (T, S, S, C) uint8, per sample
+        return tuple(outputs)
 
     return pipe()
 
 
-def _to_torch(outputs, device: str) -> torch.Tensor:
-    """V outputs of (B, C, T, S, S) each → one (V * B, C, T, S, S) tensor, view-major, copied straight
-    from DALI's buffers into slices of the result."""
+def _to_torch(outputs, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """V outputs of (B, ...) each → one (V * B, ...) tensor, view-major, copied straight from DALI's
+    buffers into slices of the result."""
     from nvidia.dali.plugin.pytorch import feed_ndarray
 
     dense = [o.as_tensor() for o in outputs]
     b, *rest = dense[0].shape()
-    target = torch.empty((len(dense) * b, *rest), dtype=torch.float32,
+    target = torch.empty((len(dense) * b, *rest), dtype=dtype,
                          device=torch.device("cuda", torch.cuda.current_device()) if device == "gpu" else "cpu")
     stream = torch.cuda.current_stream() if device == "gpu" else None
     for v, d in enumerate(dense):
         feed_ndarray(d, target[v * b:(v + 1) * b], cuda_stream=stream)
     return target
+
+
+def cut_views(outputs, plan: BatchPlan, views_per_decode: int, cfg: LoaderConfig) -> torch.Tensor:
+    """Decoded frames (one TensorList of (T, H, W, 3) uint8 per decode) → (V * B, T, S, S, 3) uint8,
+    view-major, each view cut by `cut_view` straight from DALI's output buffers."""
+    b, s = len(plan.samples), cfg.crop_size
+    video = torch.empty((len(outputs) * views_per_decode * b, cfg.num_frames, s, s, 3), dtype=torch.uint8)
+    with one_torch_thread():
+        for g, frames in enumerate(outputs):
+            for i, sample in enumerate(plan.samples):
+                clip = torch.from_numpy(np.asarray(frames[i]))  # (T, H, W, 3), DALI's buffer until the next run
+                for v in range(g * views_per_decode, (g + 1) * views_per_decode):
+                    cut_view(clip, sample.views[v][1], s, video[v * b + i])
+    return video
 
 
 class DaliVideoLoader(VideoLoaderBase):
@@ -134,15 +168,17 @@ class DaliVideoLoader(VideoLoaderBase):
         if self.device == "gpu":
             self.device_id = device_id if device_id is not None else torch.cuda.current_device()
         self.decodes, self.views_per_decode = cfg.view_layout()
+        # on the CPU, uint8 views are cut in torch (faster than DALI's CPU resize); otherwise DALI cuts them
+        self.views_in_dali = self.device == "gpu" or cfg.handoff == "float32"
         self._pipe = None
-        self._feeder: _Feeder | None = None
+        self._feeder: BatchFeeder | None = None
 
     def _start(self) -> None:
         self._stop()
-        self._feeder = _Feeder(self.planner, self.planner.positions(self.epoch, self.next_index),
-                               self.decodes, self.views_per_decode)
+        self._feeder = BatchFeeder(self.planner, self.planner.positions(self.epoch, self.next_index),
+                               self.decodes, self.views_per_decode, self.views_in_dali)
         self._pipe = build_pipeline(self.cfg, self.device, self._feeder, self.cfg.batch_size, self.decodes,
-                                    self.views_per_decode, self.device_id)
+                                    self.views_per_decode, self.device_id, self.views_in_dali)
         self._pipe.build()
 
     def _stop(self) -> None:
@@ -160,7 +196,11 @@ class DaliVideoLoader(VideoLoaderBase):
                 self._recover(e)
                 self._start()
         plan = self._feeder.in_flight.popleft()
-        return self._assemble(plan, _to_torch(outputs, self.device))
+        if self.views_in_dali:
+            video = _to_torch(outputs, self.device, torch.float32 if self.cfg.handoff == "float32" else torch.uint8)
+        else:
+            video = cut_views(outputs, plan, self.views_per_decode, self.cfg)
+        return self._assemble(plan, video)
 
     def _recover(self, error: RuntimeError) -> None:
         """A decode failed somewhere in the batches in flight: find the samples DALI cannot decode and
@@ -184,7 +224,7 @@ class DaliVideoLoader(VideoLoaderBase):
 
         data = np.frombuffer(self.shards.video_bytes(sample.index), dtype=np.uint8)
         starts = sorted({p.start_frame for _, p in sample.views})
-        decoder = "mixed" if self.device == "gpu" else "cpu"
+        decoder = "mixed" if self.device == "gpu" and self.cfg.gpu_decode else "cpu"
 
         @pipeline_def(batch_size=1, num_threads=1, device_id=self.device_id, prefetch_queue_depth=1)
         def probe():

@@ -1,4 +1,4 @@
-"""Clip decoding and augmentation in PyAV + torch: the reference for what the DALI pipeline computes."""
+"""Clip decoding in PyAV and views cut in torch: the reference for what the DALI pipeline computes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import io
 import av
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from salt.data.augment import PixelNorm, cut_view
 from salt.data.views import ViewParams, ViewRecipe, frame_indices
 
 SEEK_AFTER = 32  # frames; closer starts decode from the sample's first frame
@@ -41,26 +41,17 @@ def decode_frames(data: bytes, indices: list[int]) -> np.ndarray:
     return np.stack([got[i] for i in indices])
 
 
-def augment(frames: np.ndarray, view: ViewParams, crop_size: int, mean: tuple[float, float, float],
-            std: tuple[float, float, float]) -> torch.Tensor:
-    """(T, H, W, 3) uint8 → crop, resize (bilinear, antialiased), flip, normalise → (3, T, S, S) float."""
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
-    x = x[:, :, view.top:view.top + view.height, view.left:view.left + view.width]
-    x = F.interpolate(x, size=(crop_size, crop_size), mode="bilinear", antialias=True, align_corners=False)
-    if view.flip:
-        x = x.flip(-1)
-    m = torch.tensor(mean).view(1, 3, 1, 1) * 255
-    s = torch.tensor(std).view(1, 3, 1, 1) * 255
-    return ((x - m) / s).permute(1, 0, 2, 3).contiguous()  # (3, T, S, S)
-
-
 def decode_views(data: bytes, frames: int, views: list[tuple[int, ViewParams]], recipe: ViewRecipe,
-                 mean: tuple[float, float, float], std: tuple[float, float, float]) -> list[torch.Tensor]:
-    """Every view of one sample; views sharing a start frame share one decode."""
-    decoded: dict[int, np.ndarray] = {}
+                 norm: PixelNorm | None) -> list[torch.Tensor]:
+    """Every view of one sample as (T, S, S, 3) uint8, or (3, T, S, S) float32 normalised by `norm` when
+    it is given (handoff float32); views sharing a start frame share one decode."""
+    decoded: dict[int, torch.Tensor] = {}
     out = []
     for _, view in views:
         if view.start_frame not in decoded:
-            decoded[view.start_frame] = decode_frames(data, frame_indices(recipe, view.start_frame, frames))
-        out.append(augment(decoded[view.start_frame], view, recipe.crop_size, mean, std))
+            decoded[view.start_frame] = torch.from_numpy(
+                decode_frames(data, frame_indices(recipe, view.start_frame, frames)))  # (T, H, W, 3)
+        x = torch.empty((recipe.num_frames, recipe.crop_size, recipe.crop_size, 3), dtype=torch.uint8)
+        cut_view(decoded[view.start_frame], view, recipe.crop_size, x)
+        out.append(x if norm is None else norm(x[None])[0])
     return out

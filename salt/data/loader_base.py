@@ -72,7 +72,7 @@ class VideoLoaderBase:
         return new
 
     def _assemble(self, plan: BatchPlan, video: torch.Tensor) -> VideoBatch:
-        """video: (V * B, C, T, S, S), view-major: rows [v * B, (v + 1) * B) are view v of each sample."""
+        """video: (V * B, T, S, S, C) uint8 ((V * B, C, T, S, S) float32 under handoff float32), view-major: rows [v * B, (v + 1) * B) are view v of each sample."""
         v = len(plan.samples[0].views)
         upcoming, e, i = [], plan.epoch, plan.index + 1
         for _ in range(2):
@@ -86,7 +86,7 @@ class VideoLoaderBase:
             keys=[s.key for _ in range(v) for s in plan.samples],
             view_ids=torch.tensor([s.views[j][0] for j in range(v) for s in plan.samples], dtype=torch.long),
             masks=self.masks.get(video.shape[0], plan.epoch, plan.index, upcoming),
-            epoch=plan.epoch, index=plan.index, valid=plan.valid)
+            epoch=plan.epoch, index=plan.index, valid=plan.valid, norm=self.cfg.pixel_norm())
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batch": self.next_index,

@@ -9,6 +9,7 @@ import torch
 
 from salt.data.config import LoaderConfig
 from salt.data.loader_base import VideoLoaderBase
+from salt.host_memory import keep_freed_memory
 from salt.masks.factory import MaskGenerator
 
 LOADERS = ("dali", "reference")  # DALI (GPU or CPU decoding) | torch DataLoader + PyAV (the reference)
@@ -21,6 +22,7 @@ def open_loader(cfg: LoaderConfig, kind: str = "dali", *, rank: int = 0, world: 
     cfg.device allows). only_shards: read only these shard numbers (the target cache job)."""
     if not cfg.shards:
         raise ValueError("no shard set: pass a folder made by dataprep.shards")
+    keep_freed_memory()  # batch-sized host tensors every step: see salt.host_memory
     if kind == "dali":
         from salt.data.dali_loader import DaliVideoLoader
 

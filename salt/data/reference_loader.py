@@ -17,6 +17,7 @@ import av
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from salt.data.augment import PixelNorm
 from salt.data.batch import VideoBatch
 from salt.data.config import LoaderConfig
 from salt.data.decode import decode_views
@@ -55,13 +56,14 @@ class _Batches(IterableDataset):
                     planner.bad.add(e.index)
                     new_bad.append(e.index)
             b, v = len(plan.samples), len(plan.samples[0].views)
-            video = torch.stack(views).unflatten(0, (b, v)).transpose(0, 1).flatten(0, 1)  # (V * B, C, T, S, S)
+            video = torch.stack(views).unflatten(0, (b, v)).transpose(0, 1).flatten(0, 1)  # (V * B, ...) view-major
             yield video.contiguous(), plan, new_bad
 
     def _decode(self, sample, recipe) -> list[torch.Tensor]:
         try:
-            return decode_views(self.shards.video_bytes(sample.index), sample.frames, sample.views, recipe,
-                                self.cfg.mean, self.cfg.std)
+            # handoff float32: the worker normalises (the uint8 default leaves it to the training device)
+            norm = None if self.cfg.handoff == "uint8" else PixelNorm(tuple(self.cfg.mean), tuple(self.cfg.std))
+            return decode_views(self.shards.video_bytes(sample.index), sample.frames, sample.views, recipe, norm)
         except (av.error.FFmpegError, ValueError, IndexError) as e:
             raise _SampleFailed(sample.index, sample.key, f"{type(e).__name__}: {e}") from None
 

@@ -31,6 +31,7 @@ from salt.engine.distributed import DistInfo, all_gather_objects, barrier, mean_
 from salt.engine.stopping import FirstSignal, LauncherWatch, collective_failed, collective_reason
 from salt.health import health_metrics
 from salt.metrics import MetricsLogger, Window, peak_tflops
+from salt.models.blocks import set_block_options
 from salt.models.io import EXPORT_DIR, encoder_fingerprint, export_encoder
 from salt.optim import apply_schedule, build_optimizer
 from salt.resume import changed_settings, describe_changes
@@ -39,9 +40,11 @@ from salt.targets.fingerprint import teacher_fingerprint
 from salt.targets.format import TargetCacheError
 from salt.targets.reader import TargetCache, TargetPrefetcher
 
-# keys that may change when a run is resumed; anything else must match the saved config
+# keys that may change when a run is resumed (how it runs, not what it computes); anything else must match
 RESUMABLE_CHANGES = {"run.steps", "run.stop_after", "run.log_every", "run.checkpoint_every", "run.keep_checkpoints",
-                     "run.tensorboard", "run.probe_every", "run.probe_shards", "run.probe_samples", "run.threads", "data.threads", "data.prefetch", "data.loader", "data.strict"}
+                     "run.tensorboard", "run.probe_every", "run.probe_shards", "run.probe_samples", "run.threads",
+                     "run.compile", "model.grad_checkpointing", "data.threads", "data.prefetch", "data.loader",
+                     "data.strict"}
 
 
 class TrainingError(RuntimeError):
@@ -89,6 +92,7 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
         self.objective = build_objective(cfg, teacher_width=self.targets.width if self.targets else None,
                                          num_classes=len(self.loader.shards.classes)).to(dist.device)
+        set_block_options(self.objective, checkpointing=cfg.model.grad_checkpointing, compile=cfg.run.compile)
         if cfg.run.probe_every and self.zero_stage == 3:
             raise ConfigError("run.probe_every reads the encoder's full weights: use ZeRO stage 1 or 2 (or probe the "
                               "exported checkpoints with python -m salt.eval.probe)")
@@ -204,7 +208,7 @@ class Trainer:
             for _ in range(cfg.optim.accumulation):
                 t_data = time.perf_counter()
                 batch = next(batches)
-                video = batch.video.to(self.dist.device, non_blocking=True)  # (B * V, C, T, H, W)
+                video = batch.model_input(self.dist.device)  # (B * V, C, T, H, W) float, normalised
                 masks = [m.to(self.dist.device, non_blocking=True) for m in batch.masks] if batch.masks else None
                 targets = self._cached_targets(batch) if self.targets else None  # (B, N, D) float32
                 labels = batch.labels.to(self.dist.device) if self.objective.needs_labels else None  # (B,)

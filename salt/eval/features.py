@@ -41,7 +41,7 @@ def extract_features(encoder: nn.Module, batches: Iterable[VideoBatch], views: i
     for batch in batches:
         b = batch.video.shape[0] // views
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            z = encoder(batch.video.to(device))  # (V * B, N, D)
+            z = encoder(batch.model_input(device))  # (V * B, N, D)
         z = z.float().unflatten(0, (views, b)).transpose(0, 1)  # (B, V, N, D)
         feats.append(z[:batch.valid].half().cpu())
         labels.append(batch.labels[:batch.valid])  # view 0's; evaluation views are never flipped

@@ -38,6 +38,22 @@ def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *, rope: tuple[torch.Tens
     return x, taken
 
 
+def set_block_options(model: nn.Module, *, checkpointing: bool, compile: bool) -> int:
+    """checkpointing: every block stack in `model` (encoder, predictor, decoder, the frozen teacher)
+    recomputes its activations in the backward pass instead of keeping them. compile: each block is
+    compiled in place (torch.compile, one graph per block shape reused across the stack: compile time
+    grows with the distinct shapes, not the depth; parameter names and checkpoints are unchanged).
+    Returns the number of blocks compiled."""
+    compiled = 0
+    for m in model.modules():
+        if checkpointing and hasattr(m, "set_grad_checkpointing"):
+            m.set_grad_checkpointing(True)
+        if compile and isinstance(m, (Block, RopeBlock)):
+            m.compile()
+            compiled += 1
+    return compiled
+
+
 def init_weights(module: nn.Module, blocks: nn.ModuleList) -> None:
     """timm/V-JEPA init: trunc-normal(0.02) linears and convs, unit LayerNorms, then each block's
     output projections scaled by 1/sqrt(2 * layer) (V-JEPA's fix_init_weight)."""

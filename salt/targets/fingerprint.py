@@ -31,9 +31,11 @@ def geometry_section(data: LoaderConfig, patch_size: int, tubelet_size: int) -> 
 
 
 def recipe_section(data: LoaderConfig) -> dict:
-    """The view recipe besides the geometry (config keys -> values): crops, flip, seed, normalisation."""
+    """The view recipe besides the geometry (config keys -> values): crops, flip, seed, normalisation, and
+    the hand-off (uint8 views are cut in torch on the CPU, float32 ones resized by DALI: other pixels)."""
     return {"data.scale": list(data.scale), "data.ratio": list(data.ratio), "data.flip": data.flip,
-            "data.seed": data.seed, "data.mean": list(data.mean), "data.std": list(data.std)}
+            "data.seed": data.seed, "data.mean": list(data.mean), "data.std": list(data.std),
+            "data.handoff": data.handoff}
 
 
 def shard_set_id(manifest: dict) -> dict:

@@ -404,7 +404,7 @@ def _compute(job: TargetJob, shards: ShardSet, teacher: VideoViT, meta: dict, ou
                 raise Stopped(stop.signame)
             for batch in loader:
                 s, start, end = loader.planner.segments[batch.index]
-                video = batch.video.to(device, non_blocking=True)  # (K * B, C, T, H, W), view-major
+                video = batch.model_input(device)  # (K * B, C, T, H, W) float, view-major
                 values, scale = encode(teacher_targets(teacher, video, job.layers, job.autocast), job.dtype)
                 b = len(batch.keys) // k
                 rows = []

@@ -181,7 +181,7 @@ def _recompute(rep: VerifyReport, root: Path, meta: CacheMeta, teacher_path: str
             continue  # missing or damaged: reported above
         with open_loader(job.loader_config(), job.loader, device=device, only_shards=[s]) as loader:
             batch = next(iter(loader))
-        x = teacher_targets(teacher, batch.video.to(device), job.layers, job.autocast).cpu()  # (K * B, N, D)
+        x = teacher_targets(teacher, batch.model_input(device), job.layers, job.autocast).cpu()  # (K * B, N, D)
         b = len(batch.keys) // k
         reader = open_arrow(path)
         for i in range(batch.valid):

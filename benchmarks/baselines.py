@@ -1,0 +1,130 @@
+"""The loaders a user would pick instead of salt's, for `benchmarks/loader.py` to run side by side.
+
+- `vjepa-decord`: V-JEPA 2's way. Each sample opens its *original* source video with decord
+  (`VideoReader`, `get_batch`), reads 16 frames at a stride from a random start, and augments in
+  torch in DataLoader workers.
+- `vjepa-torchcodec`: the same with torchcodec's `VideoDecoder` (`seek_mode="approximate"`,
+  `num_ffmpeg_threads` set, `get_frames_at`), the decoder V-JEPA 2's users moved to.
+- `shards-torchcodec`: a DataLoader over salt's shards, torchcodec decoding each sample's bytes.
+
+The source loaders read the same seconds of video as the training clip: their stride is the shard
+stride scaled by source fps / shard fps. Augmentation is V-JEPA's: frames to float, crop, resize
+(bilinear, antialiased), flip and normalise in the worker; the crop boxes, flips and start frames
+come from salt's view recipe, so the work per clip is the same as salt's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from salt.data.shardset import ShardSet
+from salt.data.views import ViewParams, ViewRecipe, frame_indices, train_view
+from salt.processes import mp_context
+
+BASELINES = ("vjepa-decord", "vjepa-torchcodec", "shards-torchcodec")
+
+
+def float_augment(frames: torch.Tensor, view: ViewParams, crop_size: int, mean: tuple[float, float, float],
+                  std: tuple[float, float, float]) -> torch.Tensor:
+    """(T, H, W, 3) uint8 → float, crop, resize (bilinear, antialiased), flip, normalise → (3, T, S, S)."""
+    x = frames.permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    x = x[:, :, view.top:view.top + view.height, view.left:view.left + view.width]
+    x = F.interpolate(x, size=(crop_size, crop_size), mode="bilinear", antialias=True, align_corners=False)
+    if view.flip:
+        x = x.flip(-1)
+    m = torch.tensor(mean).view(1, 3, 1, 1) * 255
+    s = torch.tensor(std).view(1, 3, 1, 1) * 255
+    return ((x - m) / s).permute(1, 0, 2, 3).contiguous()  # (3, T, S, S)
+
+
+def source_stride(source_fps: float, shard_fps: float, shard_stride: int) -> int:
+    """The stride that covers, at the source's rate, the seconds a shard clip covers."""
+    return max(1, round(source_fps / shard_fps * shard_stride))
+
+
+
+class _Decoder:
+    """One opened video: `len()` frames, `frames(indices)` → (T, H, W, 3) uint8."""
+
+    def __init__(self, backend: str, source: str | bytes, ffmpeg_threads: int):
+        self.backend = backend
+        if backend == "decord":
+            import decord
+
+            self.reader = decord.VideoReader(source, num_threads=ffmpeg_threads)
+            self.count = len(self.reader)
+        elif backend == "torchcodec":
+            from torchcodec.decoders import VideoDecoder
+
+            self.reader = VideoDecoder(source, seek_mode="approximate", num_ffmpeg_threads=ffmpeg_threads,
+                                       dimension_order="NHWC")
+            self.count = len(self.reader)
+        else:
+            raise ValueError(f"unknown decoder backend {backend!r}")
+
+    def frames(self, indices: list[int]) -> torch.Tensor:
+        if self.backend == "decord":
+            return torch.from_numpy(self.reader.get_batch(indices).asnumpy())
+        return self.reader.get_frames_at(indices).data
+
+
+class SourceVideoDataset(Dataset):
+    """One sample per source path: open the whole original video, read one training clip from it."""
+
+    def __init__(self, paths: list[str], strides: list[int], recipe: ViewRecipe, backend: str,
+                 mean: tuple[float, float, float], std: tuple[float, float, float], ffmpeg_threads: int = 1,
+                 seed: int = 0):
+        self.paths, self.strides, self.backend = paths, strides, backend
+        self.mean, self.std, self.ffmpeg_threads = mean, std, ffmpeg_threads
+        self.recipe = replace(recipe, seed=seed)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        dec = _Decoder(self.backend, self.paths[i], self.ffmpeg_threads)
+        recipe, key = replace(self.recipe, frame_stride=self.strides[i]), f"{self.paths[i]}#{i}"
+        start = train_view(recipe, key, 0, dec.count, 1, 1).start_frame  # the start does not depend on the size
+        frames = dec.frames(frame_indices(recipe, start, dec.count))  # (T, H, W, 3)
+        view = train_view(recipe, key, 0, dec.count, frames.shape[1], frames.shape[2])
+        return float_augment(frames, view, recipe.crop_size, self.mean, self.std)
+
+
+class ShardSampleDataset(Dataset):
+    """One sample per shard sample: torchcodec decodes the sample's bytes from the tar."""
+
+    def __init__(self, shards_dir: str, recipe: ViewRecipe, mean: tuple[float, float, float],
+                 std: tuple[float, float, float], ffmpeg_threads: int = 1, seed: int = 0):
+        self.shards = ShardSet(shards_dir, verify=False)
+        self.recipe, self.mean, self.std, self.ffmpeg_threads = replace(recipe, seed=seed), mean, std, ffmpeg_threads
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        meta = self.shards.meta(i)
+        dec = _Decoder("torchcodec", self.shards.video_bytes(i), self.ffmpeg_threads)
+        view = train_view(self.recipe, meta["key"], 0, dec.count, meta["height"], meta["width"])
+        frames = dec.frames(frame_indices(self.recipe, view.start_frame, dec.count))  # (T, H, W, 3)
+        return float_augment(frames, view, self.recipe.crop_size, self.mean, self.std)
+
+
+def baseline_loader(name: str, recipe: ViewRecipe, batch_size: int, workers: int, mean, std, *,
+                    sources: list[str] | None = None, source_strides: list[int] | None = None,
+                    shards_dir: str | None = None, seed: int = 0) -> DataLoader:
+    """A DataLoader of (B, 3, T, S, S) float batches for one of BASELINES; each worker decodes with one
+    FFmpeg thread (workers = cores, as V-JEPA 2 runs them)."""
+    if name in ("vjepa-decord", "vjepa-torchcodec"):
+        ds: Dataset = SourceVideoDataset(sources or [], source_strides or [], recipe, name.split("-")[1], mean, std,
+                                         seed=seed)
+    elif name == "shards-torchcodec":
+        ds = ShardSampleDataset(shards_dir or "", recipe, mean, std, seed=seed)
+    else:
+        raise ValueError(f"unknown baseline {name!r}; expected one of {BASELINES}")
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True, generator=g,
+                      persistent_workers=workers > 0, multiprocessing_context=mp_context() if workers else None)
