@@ -72,13 +72,14 @@ def test_unknown_baseline_is_refused():
 
 def test_benchmark_writes_rows_profile_and_step_budget(real_shards, tmp_path, capsys):
     out = tmp_path / "loader.json"
-    assert loader_main(["--shards", str(real_shards), "--loader", "dali", "dali-decode", "decode-rgb",
+    assert loader_main(["--shards", str(real_shards), "--loader", "dali", "dali-decode", "dali-native-decode",
+                        "decode-rgb",
                         "--batch-size", "2", "--crop-size", "32", "--threads", "1", "--seconds", "0.3",
                         "--repeats", "1", "--profile", "--profile-batches", "2", "--target-step-ms", "50",
                         "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     rows = {r["loader"]: r for r in result["rows"]}
-    assert set(rows) == {"dali", "dali-decode", "decode-rgb"}
+    assert set(rows) == {"dali", "dali-decode", "dali-native-decode", "decode-rgb"}
     assert rows["dali-decode"]["vs_decode_only"] == pytest.approx(1.0)
     assert result["config"]["num_frames"] == 8 and result["config"]["frame_stride"] == 1  # from --train-clip
     prof = result["profile"]
