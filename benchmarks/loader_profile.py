@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from salt.data.config import LoaderConfig
-from salt.data.dali_loader import BatchFeeder, build_pipeline, cut_views, resolve_device
+from salt.data.dali_loader import BatchFeeder, build_pipeline, resolve_device, views_from_frames
 from salt.data.plan import BatchPlanner
 from salt.data.shardset import ShardSet
 from salt.masks import DEFAULT_MULTIBLOCK, TokenGrid, build_mask_generator
@@ -39,7 +39,7 @@ class _Queue:
 def profile_batches(cfg: LoaderConfig, batches: int, patch_size: int = 16, tubelet_size: int = 2) -> dict:
     """Median seconds per batch of each stage over `batches` batches (after one warm-up batch)."""
     device = resolve_device(cfg.device)
-    if device == "gpu" or cfg.handoff != "uint8":
+    if cfg.views_in_dali(device):
         raise ValueError("the stage profile covers the CPU loader with the uint8 hand-off "
                          "(on a GPU the views are cut inside DALI; use the GPU suite)")
     cfg = replace(cfg, prefetch=1)  # DALI asks for one batch per run: the one just read
@@ -62,7 +62,7 @@ def profile_batches(cfg: LoaderConfig, batches: int, patch_size: int = 16, tubel
         marks.append(time.perf_counter())
         outputs = pipe.run()
         marks.append(time.perf_counter())
-        video = cut_views(outputs, plan, per_decode, cfg)  # (V * B, 3, T, S, S) uint8
+        video = views_from_frames(outputs, plan, per_decode, cfg)  # (V * B, T, S, S, 3) uint8
         marks.append(time.perf_counter())
         norm(video.to("cpu"))
         marks.append(time.perf_counter())

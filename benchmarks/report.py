@@ -31,7 +31,8 @@ def table(rows: list[dict], columns: list[str]) -> list[str]:
 
 
 COLUMNS = {
-    "loader": ["loader", "clips_per_s", "frames_per_s", "first_batch_s", "peak_rss_mb", "vs_vjepa", "vs_decode_limit"],
+    "loader": ["loader", "clips_per_s", "views_per_s", "first_batch_s", "peak_rss_mb", "vs_decode_only", "vs_rgb_limit",
+               "vs_decord", "vs_torchcodec"],
     "train": ["stage", "processes", "clips_per_s", "step_time_s", "data_wait_frac", "tflops", "mfu", "peak_tflops"],
     "dataprep": ["job", "workers", "input_s", "wall_s_median", "video_s_per_s", "per_worker", "per_worker_vs_plain",
                  "total_vs_plain"],

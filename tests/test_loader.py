@@ -166,6 +166,26 @@ def test_dali_and_reference_agree_under_a_fixed_recipe(synth_shards, handoff):
         assert corr > 0.995
 
 
+def test_views_cut_by_dali_and_by_torch_agree(synth_shards):
+    """The uint8 views a GPU loader cuts inside DALI (here on the CPU) and the ones torch cuts: same frames,
+    boxes and flips; only the resampling kernels differ."""
+    cfg = config(synth_shards, views_per_clip=2, crop_size=24)
+    for a, b in zip(epoch(DaliVideoLoader(replace(cfg, cut_views="dali"))),
+                    epoch(DaliVideoLoader(replace(cfg, cut_views="torch"))), strict=True):
+        assert a.keys == b.keys and a.video.shape == b.video.shape == (8, 8, 24, 24, 3)
+        assert a.video.dtype == b.video.dtype == torch.uint8
+        x, y = a.model_input("cpu"), b.model_input("cpu")
+        assert (x - y).abs().mean() < 0.06
+        assert torch.corrcoef(torch.stack([x.flatten(), y.flatten()]))[0, 1] > 0.995
+
+
+def test_torch_cut_views_need_the_cpu_and_uint8():
+    with pytest.raises(ValueError, match="data.cut_views=torch needs data.device=cpu and data.handoff=uint8"):
+        LoaderConfig(shards="x", cut_views="torch", handoff="float32").validate()
+    with pytest.raises(ValueError, match="data.cut_views must be auto, dali or torch"):
+        LoaderConfig(shards="x", cut_views="gpu").validate()
+
+
 def test_handoffs_give_the_same_model_input(synth_shards):
     """uint8 pixels normalised on the device are the float32 hand-off's values (same cut, same formula)."""
     cfg = config(synth_shards, views_per_clip=2)

@@ -35,6 +35,7 @@ class LoaderConfig:
     handoff: str = "uint8"  # "uint8": clips leave the loader as uint8 and are normalised on the training device
     # (VideoBatch.model_input); "float32": the loader normalises (DALI does crop, resize and normalise)
     gpu_decode: bool = True  # device gpu: decode with NVDEC; false: decode on the CPU, crop and resize on the GPU
+    cut_views: str = "auto"  # where uint8 views are cut: "auto" (torch on the CPU, DALI on a GPU), "dali", "torch"
     mean: tuple[float, float, float] = field(default=(0.485, 0.456, 0.406))
     std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225))
 
@@ -45,6 +46,13 @@ class LoaderConfig:
     def pixel_norm(self) -> PixelNorm | None:
         """How a batch's uint8 pixels become model input (None: the loader hands over float32, normalised)."""
         return PixelNorm(tuple(self.mean), tuple(self.std)) if self.handoff == "uint8" else None
+
+    def views_in_dali(self, device: str) -> bool:
+        """Whether DALI cuts the views (else the loader cuts them in torch from DALI's decoded frames), on
+        the resolved device: torch's uint8 resize is the faster one on the CPU, DALI's on a GPU."""
+        if self.cut_views != "auto":
+            return self.cut_views == "dali"
+        return device == "gpu" or self.handoff == "float32"
 
     def view_layout(self) -> tuple[int, int]:
         """(decodes per sample, views cut from each decode): eval decodes each evenly spaced clip once and
@@ -70,6 +78,11 @@ class LoaderConfig:
             raise ValueError(f"data.device must be auto, cpu or gpu, got {self.device!r}")
         if self.handoff not in HANDOFFS:
             raise ValueError(f"data.handoff must be one of {', '.join(HANDOFFS)}, got {self.handoff!r}")
+        if self.cut_views not in ("auto", "dali", "torch"):
+            raise ValueError(f"data.cut_views must be auto, dali or torch, got {self.cut_views!r}")
+        if self.cut_views == "torch" and (self.device == "gpu" or self.handoff == "float32"):
+            raise ValueError("data.cut_views=torch needs data.device=cpu and data.handoff=uint8 "
+                             "(on a GPU, and for float32, DALI cuts the views)")
         if self.batch_size < 1 or self.threads < 1 or self.prefetch < 1:
             raise ValueError("data.batch_size, data.threads and data.prefetch must be >= 1")
         if self.cached_views and self.views_per_clip != 1:

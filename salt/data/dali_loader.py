@@ -84,8 +84,8 @@ class BatchFeeder:
 def build_pipeline(cfg: LoaderConfig, device: str, source, batch_size: int, decodes: int, views_per_decode: int,
                    device_id: int | None, with_views: bool):
     """with_views: the pipeline crops, resizes, flips (and under handoff float32 normalises) each view
-    and returns V outputs of (B, C, T, S, S) float32 or (B, T, S, S, C) uint8; otherwise it returns the decoded frames, one output of
-    (B, T, H, W, 3) uint8 per decode, and the loader cuts the views in torch."""
+    and returns V outputs of (B, C, T, S, S) float32 or (B, T, S, S, C) uint8; otherwise it returns
+    the decoded frames, one output of (B, T, H, W, 3) uint8 per decode, for the loader to cut."""
     from nvidia.dali import fn, pipeline_def, types
 
     decoder = "mixed" if device == "gpu" and cfg.gpu_decode else "cpu"
@@ -141,7 +141,7 @@ def _to_torch(outputs, device: str, dtype: torch.dtype) -> torch.Tensor:
     return target
 
 
-def cut_views(outputs, plan: BatchPlan, views_per_decode: int, cfg: LoaderConfig) -> torch.Tensor:
+def views_from_frames(outputs, plan: BatchPlan, views_per_decode: int, cfg: LoaderConfig) -> torch.Tensor:
     """Decoded frames (one TensorList of (T, H, W, 3) uint8 per decode) → (V * B, T, S, S, 3) uint8,
     view-major, each view cut by `cut_view` straight from DALI's output buffers."""
     b, s = len(plan.samples), cfg.crop_size
@@ -168,8 +168,7 @@ class DaliVideoLoader(VideoLoaderBase):
         if self.device == "gpu":
             self.device_id = device_id if device_id is not None else torch.cuda.current_device()
         self.decodes, self.views_per_decode = cfg.view_layout()
-        # on the CPU, uint8 views are cut in torch (faster than DALI's CPU resize); otherwise DALI cuts them
-        self.views_in_dali = self.device == "gpu" or cfg.handoff == "float32"
+        self.views_in_dali = cfg.views_in_dali(self.device)
         self._pipe = None
         self._feeder: BatchFeeder | None = None
 
@@ -199,7 +198,7 @@ class DaliVideoLoader(VideoLoaderBase):
         if self.views_in_dali:
             video = _to_torch(outputs, self.device, torch.float32 if self.cfg.handoff == "float32" else torch.uint8)
         else:
-            video = cut_views(outputs, plan, self.views_per_decode, self.cfg)
+            video = views_from_frames(outputs, plan, self.views_per_decode, self.cfg)
         return self._assemble(plan, video)
 
     def _recover(self, error: RuntimeError) -> None:

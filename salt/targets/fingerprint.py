@@ -35,7 +35,7 @@ def recipe_section(data: LoaderConfig) -> dict:
     the hand-off (uint8 views are cut in torch on the CPU, float32 ones resized by DALI: other pixels)."""
     return {"data.scale": list(data.scale), "data.ratio": list(data.ratio), "data.flip": data.flip,
             "data.seed": data.seed, "data.mean": list(data.mean), "data.std": list(data.std),
-            "data.handoff": data.handoff}
+            "data.handoff": data.handoff, "data.cut_views": data.cut_views}
 
 
 def shard_set_id(manifest: dict) -> dict:
