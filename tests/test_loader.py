@@ -15,7 +15,7 @@ from videos import zero_sample_video
 from dataprep.shards import JobConfig, run_job
 from salt.data.augment import PixelNorm
 from salt.data.config import LoaderConfig
-from salt.data.dali_loader import DaliVideoLoader
+from salt.data.dali_loader import DaliVideoLoader, check_codec
 from salt.data.plan import CorruptSampleError, LoaderError, plan_sample
 from salt.data.reference_loader import ReferenceVideoLoader
 from salt.data.shardset import ShardSet, ShardSetError
@@ -239,6 +239,9 @@ def test_codec_the_device_cannot_decode_is_refused_up_front(synth_videos, tmp_pa
     run_job(JobConfig(input=str(lst), name="h264", short_side=32, codec="h264"), out, progress=False)
     with pytest.raises(LoaderError, match="decodes only on a GPU.*reference loader"):
         DaliVideoLoader(config(out, device="cpu"))
+    with pytest.raises(LoaderError, match="decodes only with NVDEC; data.gpu_decode=false decodes on the CPU"):
+        check_codec(ShardSet(out), "gpu", gpu_decode=False)
+    check_codec(ShardSet(out), "gpu", gpu_decode=True)
     batches = epoch(ReferenceVideoLoader(config(out)))  # the reference loader reads H.264 on the CPU
     assert len(batches) == 2 and batches[0].model_input("cpu").shape == (4, 3, 8, 32, 32)
 

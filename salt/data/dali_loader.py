@@ -36,9 +36,12 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def check_codec(shards: ShardSet, device: str) -> None:
+def check_codec(shards: ShardSet, device: str, gpu_decode: bool = True) -> None:
     """Fail before the first batch, with what to do, when DALI cannot decode the shards here."""
     codec = shards.codec
+    if device == "gpu" and not gpu_decode and not codec.dali_cpu:
+        raise LoaderError(f"shard set {shards.root} holds {codec.name} video, which DALI decodes only with NVDEC; "
+                          f"data.gpu_decode=false decodes on the CPU. Set data.gpu_decode=true.")
     if device == "cpu" and not codec.dali_cpu:
         raise LoaderError(
             f"shard set {shards.root} holds {codec.name} video, which DALI decodes only on a GPU (NVDEC); "
@@ -163,7 +166,7 @@ class DaliVideoLoader(VideoLoaderBase):
                  only_shards: Sequence[int] | None = None):
         super().__init__(cfg, rank, world, mask_generator, only_shards)
         self.device = resolve_device(cfg.device)
-        check_codec(self.shards, self.device)
+        check_codec(self.shards, self.device, cfg.gpu_decode)
         self.device_id = None
         if self.device == "gpu":
             self.device_id = device_id if device_id is not None else torch.cuda.current_device()
