@@ -73,19 +73,22 @@ class _Decoder:
 
 
 class SourceVideoDataset(Dataset):
-    """One sample per source path: open the whole original video, read one training clip from it."""
+    """One sample per source path: open the whole original video, read one training clip from it.
+    `repeat` lists the paths that many times over: a benchmark's small set then has no epoch ends, at
+    which a DataLoader's workers wait for the last batch (salt's loader runs on across epochs)."""
 
     def __init__(self, paths: list[str], strides: list[int], recipe: ViewRecipe, backend: str,
                  mean: tuple[float, float, float], std: tuple[float, float, float], ffmpeg_threads: int = 1,
-                 seed: int = 0):
+                 seed: int = 0, repeat: int = 1):
         self.paths, self.strides, self.backend = paths, strides, backend
-        self.mean, self.std, self.ffmpeg_threads = mean, std, ffmpeg_threads
+        self.mean, self.std, self.ffmpeg_threads, self.repeat = mean, std, ffmpeg_threads, repeat
         self.recipe = replace(recipe, seed=seed)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.paths) * self.repeat
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        i %= len(self.paths)
         dec = _Decoder(self.backend, self.paths[i], self.ffmpeg_threads)
         recipe, key = replace(self.recipe, frame_stride=self.strides[i]), f"{self.paths[i]}#{i}"
         start = train_view(recipe, key, 0, dec.count, 1, 1).start_frame  # the start does not depend on the size
@@ -98,14 +101,16 @@ class ShardSampleDataset(Dataset):
     """One sample per shard sample: torchcodec decodes the sample's bytes from the tar."""
 
     def __init__(self, shards_dir: str, recipe: ViewRecipe, mean: tuple[float, float, float],
-                 std: tuple[float, float, float], ffmpeg_threads: int = 1, seed: int = 0):
+                 std: tuple[float, float, float], ffmpeg_threads: int = 1, seed: int = 0, repeat: int = 1):
         self.shards = ShardSet(shards_dir, verify=False)
         self.recipe, self.mean, self.std, self.ffmpeg_threads = replace(recipe, seed=seed), mean, std, ffmpeg_threads
+        self.repeat = repeat
 
     def __len__(self) -> int:
-        return len(self.shards)
+        return len(self.shards) * self.repeat
 
     def __getitem__(self, i: int) -> torch.Tensor:
+        i %= len(self.shards)
         meta = self.shards.meta(i)
         dec = _Decoder("torchcodec", self.shards.video_bytes(i), self.ffmpeg_threads)
         view = train_view(self.recipe, meta["key"], 0, dec.count, meta["height"], meta["width"])
@@ -115,14 +120,14 @@ class ShardSampleDataset(Dataset):
 
 def baseline_loader(name: str, recipe: ViewRecipe, batch_size: int, workers: int, mean, std, *,
                     sources: list[str] | None = None, source_strides: list[int] | None = None,
-                    shards_dir: str | None = None, seed: int = 0) -> DataLoader:
+                    shards_dir: str | None = None, seed: int = 0, repeat: int = 1) -> DataLoader:
     """A DataLoader of (B, 3, T, S, S) float batches for one of BASELINES; each worker decodes with one
-    FFmpeg thread (workers = cores, as V-JEPA 2 runs them)."""
+    FFmpeg thread (workers = cores, as V-JEPA 2 runs them). repeat: see SourceVideoDataset."""
     if name in ("vjepa-decord", "vjepa-torchcodec"):
         ds: Dataset = SourceVideoDataset(sources or [], source_strides or [], recipe, name.split("-")[1], mean, std,
-                                         seed=seed)
+                                         seed=seed, repeat=repeat)
     elif name == "shards-torchcodec":
-        ds = ShardSampleDataset(shards_dir or "", recipe, mean, std, seed=seed)
+        ds = ShardSampleDataset(shards_dir or "", recipe, mean, std, seed=seed, repeat=repeat)
     else:
         raise ValueError(f"unknown baseline {name!r}; expected one of {BASELINES}")
     g = torch.Generator().manual_seed(seed)

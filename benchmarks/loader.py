@@ -97,8 +97,8 @@ def run_dali_native(cfg: LoaderConfig, decode_only: bool) -> Iterator[int]:
             yield len(out)
             continue
         dense = out.as_tensor()
-        target = torch.empty(dense.shape(), dtype=torch.float32)
-        feed_ndarray(dense, target)  # the same copy into torch as salt's loader makes
+        target = torch.empty(dense.shape(), dtype=torch.float32, device="cuda" if device == "mixed" else "cpu")
+        feed_ndarray(dense, target, cuda_stream=torch.cuda.current_stream() if device == "mixed" else None)
         yield target.shape[0]
 
 
@@ -129,7 +129,7 @@ def run_normalised(cfg: LoaderConfig) -> Iterator[int]:
 def run_baseline(name: str, cfg: LoaderConfig, sources: list[tuple[str, int]]) -> Iterator[int]:
     loader = baseline_loader(name, cfg.recipe(), cfg.batch_size, cfg.threads, cfg.mean, cfg.std,
                              sources=[p for p, _ in sources], source_strides=[s for _, s in sources],
-                             shards_dir=cfg.shards, seed=cfg.seed)
+                             shards_dir=cfg.shards, seed=cfg.seed, repeat=1000)
     while True:
         for batch in loader:
             yield batch.shape[0]

@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 # versions installed here
 WHEELS = ("deepspeed", "hjson", "pydantic", "pydantic-core", "annotated-types", "typing-inspection",
           "webdataset", "braceexpand", "zstandard", "pebble", "nvidia-dali-cuda130", "astunparse", "gast",
-          "libcst", "makefun", "nvtx", "optree", "nvidia-nvimgcodec-cu13", "nvidia-libnvcomp-cu13")
+          "libcst", "makefun", "nvtx", "optree", "nvidia-nvimgcodec-cu13", "nvidia-libnvcomp-cu13",
+          "typing-extensions")  # pydantic-core needs a newer typing-extensions than an image may hold
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64", "any")
 SUITE_VIDEOS = ("box.mp4", "cup.mp4", "Megamind.avi", "vtest.avi")
@@ -39,8 +40,9 @@ SUITE_CODECS = ("h264", "hevc", "vp9")
 
 
 def build_shards(videos: Path, dest: Path, src: Path, codecs=SUITE_CODECS, short_side: int = 256,
-                 train_clip: str = "16x4@30") -> list[Path]:
-    """Training-rate shard sets dest/CODEC, one per codec, from the real sample videos (copied into src)."""
+                 train_clip: str = "16x4@30", clip_seconds: float = 2.5) -> list[Path]:
+    """Training-rate shard sets dest/CODEC, one per codec, from the real sample videos (copied into src);
+    2.5 s clips give ~45 samples, enough for the suite's loader batch."""
     from dataprep.shards import JobConfig, run_job
 
     src.mkdir(parents=True, exist_ok=True)
@@ -50,7 +52,7 @@ def build_shards(videos: Path, dest: Path, src: Path, codecs=SUITE_CODECS, short
     out = []
     for codec in codecs:
         target = dest / codec
-        run_job(JobConfig(input=str(src), name=codec, codec=codec, short_side=short_side, clip_seconds=5.0,
+        run_job(JobConfig(input=str(src), name=codec, codec=codec, short_side=short_side, clip_seconds=clip_seconds,
                           train_clip=train_clip), target, overwrite=True, progress=False, handle_signals=False)
         out.append(target)
     return out

@@ -69,14 +69,16 @@ def export_random_teacher(base: Config, size: str, folder: str) -> str:
 def measure_step(base: Config, case: StepCase, batch: int, device: torch.device, *, steps: int, warmup: int,
                  teacher_path: str = "", peak: tuple[float, str] | None = None) -> dict:
     """Median step time of `steps` steps after `warmup` ones (compilation happens there). Returns
-    {"fits": False} when the batch does not fit in memory."""
-    import deepspeed
-
-    cfg = _stage_config(base, case, batch, teacher_path)
-    grid = token_grid(cfg)
-    teacher_width = get_spec(case.size, cfg.model.depth).embed_dim if case.stage == "student-cached" else None
-    engine = objective = None
+    {"fits": False} when the batch does not fit in memory, and {"error": ...} when the step fails
+    otherwise (the suite goes on with the next measurement)."""
+    head = {"stage": case.stage, "size": case.size, "variant": case.variant, "batch": batch}
+    engine = objective = pixels = targets = clips = out = None
     try:
+        import deepspeed
+
+        cfg = _stage_config(base, case, batch, teacher_path)
+        grid = token_grid(cfg)
+        teacher_width = get_spec(case.size, cfg.model.depth).embed_dim if case.stage == "student-cached" else None
         objective = build_objective(cfg, teacher_width=teacher_width, num_classes=None).to(device)
         set_block_options(objective, checkpointing=case.checkpointing, compile=case.compile)
         ds = reconcile(load_ds_config(cfg.run.deepspeed_config), cfg, world=1)
@@ -93,7 +95,7 @@ def measure_step(base: Config, case: StepCase, batch: int, device: torch.device,
                    if teacher_width else None)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        times, flops = [], 0.0
+        times, flops = [], []
         for i in range(warmup + steps):
             masks = masks_of(batch, gen) if masks_of else None
             t0 = time.perf_counter()
@@ -106,20 +108,30 @@ def measure_step(base: Config, case: StepCase, batch: int, device: torch.device,
             float(out.loss.detach())  # waits for the step
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
-                flops = objective.step_flops(masks, cached_targets=targets is not None).train_step
+                flops.append(objective.step_flops(masks, cached_targets=targets is not None).train_step)
         step_s = sorted(times)[len(times) // 2]
+        flops_per_clip = sum(flops) / len(flops)  # masks differ per step
         peak_tf, peak_from = peak or peak_tflops(device, autocast_dtype(ds), None)
-        achieved = flops * batch / step_s / 1e12
-        return {"stage": case.stage, "size": case.size, "variant": case.variant, "batch": batch, "fits": True,
-                "step_s": step_s, "clips_per_s": batch / step_s, "tflops": achieved, "mfu": achieved / peak_tf,
-                "peak_tflops": peak_tf, "peak_from": peak_from, "flops_per_clip": flops,
+        achieved = flops_per_clip * batch / step_s / 1e12
+        return {**head, "fits": True, "step_s": step_s, "clips_per_s": batch / step_s, "tflops": achieved,
+                "mfu": achieved / peak_tf, "peak_tflops": peak_tf, "peak_from": peak_from,
+                "flops_per_clip": flops_per_clip,
                 "memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
     except torch.OutOfMemoryError:
-        return {"stage": case.stage, "size": case.size, "variant": case.variant, "batch": batch, "fits": False}
+        return {**head, "fits": False}
+    except Exception as e:  # noqa: BLE001  (one failing case must not lose the suite's other rows)
+        if "out of memory" in str(e).lower():  # an OOM wrapped by the compiler or a library
+            return {**head, "fits": False}
+        return {**head, "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"}
     finally:
         if engine is not None:
-            engine.destroy()
-        del engine, objective
+            try:
+                engine.destroy()
+            except Exception:  # noqa: BLE001
+                pass
+        del engine, objective, pixels, targets, clips, out
+        if case.compile:
+            torch._dynamo.reset()  # compiled code is shared by every module.compile(): start each case afresh
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -139,6 +151,6 @@ def largest_batch(base: Config, case: StepCase, device: torch.device, *, batches
         row = measure_step(base, case, b, device, steps=steps, warmup=warmup, teacher_path=teacher_path,
                            peak=peak)
         rows.append(row)
-        if not row["fits"]:
+        if not row.get("fits"):
             break
     return rows

@@ -78,8 +78,9 @@ def loader_rows(plan: Plan, shards_root: Path, device: str, deadline: float) -> 
         if time.monotonic() > deadline:
             rows.append({"shards": name, "skipped": "time budget"})
             continue
-        clip = ShardSet(root, verify=False).manifest.get("train_clip") or {}
-        cfg = LoaderConfig(shards=str(root), batch_size=plan.loader_batch, num_frames=clip.get("frames", 16),
+        shards = ShardSet(root, verify=False)
+        clip = shards.manifest.get("train_clip") or {}
+        cfg = LoaderConfig(shards=str(root), batch_size=min(plan.loader_batch, len(shards)), num_frames=clip.get("frames", 16),
                            frame_stride=clip.get("load_stride", 1), crop_size=224 if device == "gpu" else 32,
                            threads=plan.loader_threads, device=device, gpu_decode=gpu_decode)
         target = torch.device("cuda", 0) if device == "gpu" else torch.device("cpu")
@@ -96,19 +97,22 @@ def loader_rows(plan: Plan, shards_root: Path, device: str, deadline: float) -> 
         except Exception as e:  # noqa: BLE001  (a codec this machine's DALI cannot decode: reported, not fatal)
             rows.append({"shards": name, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
             continue
-        rows.append({"shards": name, "codec": ShardSet(root, verify=False).codec.name,
+        rows.append({"shards": name, "codec": shards.codec.name,
                      "decode": "gpu (NVDEC)" if device == "gpu" and gpu_decode else "cpu",
-                     "augment": device, "batch": plan.loader_batch, **res})
+                     "augment": device, "batch": cfg.batch_size, **res})
     return rows
 
 
-def step_rows(plan: Plan, base, device, deadline: float, workdir: Path) -> list[dict]:
+def step_rows(plan: Plan, base, device, deadline: float, workdir: Path, save) -> list[dict]:
+    """save(rows) is called after every measurement, so a crash or a kill keeps what was measured."""
+    import torch
+
     from benchmarks.gpu.steps import StepCase, export_random_teacher, largest_batch
     from salt.metrics import peak_tflops
 
-    peak = peak_tflops(device, __import__("torch").bfloat16, None)
-    teachers = {size: export_random_teacher(base, size, str(workdir / f"teacher-{size}"))
-                for size in {plan.large, plan.giant}}
+    peak = peak_tflops(device, torch.bfloat16, None)
+    # the online student's teacher; the giant slot runs the teacher stage only
+    teachers = {plan.large: export_random_teacher(base, plan.large, str(workdir / f"teacher-{plan.large}"))}
     rows: list[dict] = []
 
     def best(stage: str, variant: str, size: str) -> int | None:
@@ -118,7 +122,8 @@ def step_rows(plan: Plan, base, device, deadline: float, workdir: Path) -> list[
 
     def run(case: StepCase, batches) -> None:
         rows.extend(largest_batch(base, case, device, batches=list(batches), steps=plan.steps, warmup=plan.warmup,
-                                  teacher_path=teachers[case.size], deadline=deadline, peak=peak))
+                                  teacher_path=teachers.get(case.size, ""), deadline=deadline, peak=peak))
+        save(rows)
 
     for stage in STEP_STAGES:
         run(StepCase(stage, plan.large), plan.eager_batches)
@@ -177,31 +182,36 @@ def main(argv: list[str] | None = None) -> int:
     base = load_config("debug") if args.dry else load_config(None, ["data.num_frames=16", "data.crop_size=224"])
     base = replace(base, run=replace(base.run, deepspeed_config="ds_configs/zero2.json"))
 
-    loader = loader_rows(plan, Path(args.shards_root), device_kind, deadline)
-    with tempfile.TemporaryDirectory(prefix="salt-gpu-suite-") as work:
-        steps = step_rows(plan, base, dist.device, deadline, Path(work))
-    summary = summarise(loader, steps, plan)
-
-    print(format_table(loader, ["shards", "decode", "augment", "batch", "clips_per_s", "first_batch_s", "skipped",
-                                "error"]))
-    print()
-    print(format_table(steps, ["size", "stage", "variant", "batch", "fits", "step_s", "clips_per_s", "mfu",
-                               "memory_gb", "skipped"]))
-    print()
-    print(json.dumps(summary, indent=1))
     facts = {"torch": torch.__version__, "cuda": torch.version.cuda,
-             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "dry": args.dry,
-             "wall_s": time.monotonic() - t_start}
+             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "dry": args.dry}
     try:
         import nvidia.dali as dali
 
         facts["dali"] = dali.__version__
     except ImportError:
         facts["dali"] = None
-    path = write_result(Path(args.out) / "suite.json", "gpu-suite",
-                        {**vars(args), "plan": plan.__dict__, **facts},
-                        steps, {"loader": loader, "summary": summary})
-    print(f"wrote {path} in {facts['wall_s']:.0f} s")
+    config = {**vars(args), "plan": plan.__dict__, **facts}
+
+    def save(loader: list[dict], steps: list[dict]) -> Path:
+        """suite.json as it stands (written atomically after every measurement)."""
+        return write_result(Path(args.out) / "suite.json", "gpu-suite", {**config, "wall_s": time.monotonic() - t_start},
+                            steps, {"loader": loader, "summary": summarise(loader, steps, plan)})
+
+    loader = loader_rows(plan, Path(args.shards_root), device_kind, deadline)
+    save(loader, [])
+    with tempfile.TemporaryDirectory(prefix="salt-gpu-suite-") as work:
+        steps = step_rows(plan, base, dist.device, deadline, Path(work), lambda rows: save(loader, rows))
+    summary = summarise(loader, steps, plan)
+
+    print(format_table(loader, ["shards", "decode", "augment", "batch", "clips_per_s", "first_batch_s", "skipped",
+                                "error"]))
+    print()
+    print(format_table(steps, ["size", "stage", "variant", "batch", "fits", "step_s", "clips_per_s", "mfu",
+                               "memory_gb", "skipped", "error"]))
+    print()
+    print(json.dumps(summary, indent=1))
+    path = save(loader, steps)
+    print(f"wrote {path} in {time.monotonic() - t_start:.0f} s")
     return 0
 
 

@@ -172,6 +172,9 @@ class DaliVideoLoader(VideoLoaderBase):
             self.device_id = device_id if device_id is not None else torch.cuda.current_device()
         self.decodes, self.views_per_decode = cfg.view_layout()
         self.views_in_dali = cfg.views_in_dali(self.device)
+        if self.device == "gpu" and not self.views_in_dali:
+            raise LoaderError("data.cut_views=torch needs the CPU: on a GPU (data.device=auto found one) the "
+                              "decoded frames stay on the GPU and DALI cuts the views; use cut_views=auto")
         self._pipe = None
         self._feeder: BatchFeeder | None = None
 

@@ -35,7 +35,15 @@ def recipe_section(data: LoaderConfig) -> dict:
     the hand-off (uint8 views are cut in torch on the CPU, float32 ones resized by DALI: other pixels)."""
     return {"data.scale": list(data.scale), "data.ratio": list(data.ratio), "data.flip": data.flip,
             "data.seed": data.seed, "data.mean": list(data.mean), "data.std": list(data.std),
-            "data.handoff": data.handoff, "data.cut_views": data.cut_views}
+            "data.handoff": data.handoff, "data.cut_views": _resolved_cut(data)}
+
+
+def _resolved_cut(data: LoaderConfig) -> str:
+    """Who cuts the views where this runs ("auto" is DALI on a GPU, torch on the CPU: other pixels)."""
+    import torch
+
+    device = data.device if data.device != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
+    return "dali" if data.views_in_dali(device) else "torch"
 
 
 def shard_set_id(manifest: dict) -> dict:
