@@ -70,10 +70,10 @@ def download_wheels(dest: Path, python: str = "3.12") -> list[Path]:
             cmd += ["--platform", p]
         if subprocess.run(cmd, stderr=subprocess.DEVNULL).returncode == 0:
             continue
-        before = set(dest.glob("*.whl"))
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dest), spec],
                        check=True)
-        built = set(dest.glob("*.whl")) - before
+        stem = f"{name.replace('-', '_')}-{importlib.metadata.version(name)}-"
+        built = [w for w in dest.glob("*.whl") if w.name.lower().startswith(stem.lower())]
         if not built or not all(w.name.endswith("-py3-none-any.whl") for w in built):
             raise SystemExit(f"prepare: {spec} has no wheel for Python {python} and did not build a pure one")
     return sorted(dest.glob("*.whl"))
