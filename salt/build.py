@@ -27,8 +27,7 @@ def build_model_encoder(cfg: Config) -> VideoViT:
     enc = build_encoder(cfg.model.size, img_size=cfg.data.crop_size, num_frames=cfg.data.num_frames,
                         patch_size=cfg.model.patch_size, tubelet_size=cfg.model.tubelet_size, depth=cfg.model.depth,
                         drop_path=cfg.model.drop_path, use_rope=cfg.model.use_rope)
-    enc.set_grad_checkpointing(cfg.model.grad_checkpointing)
-    return enc
+    return enc  # model.grad_checkpointing and run.compile: salt.models.blocks.set_block_options, on the whole objective
 
 
 def encoder_info(cfg: Config, step: int = 0) -> EncoderInfo:
