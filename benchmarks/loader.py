@@ -49,7 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.baselines import BASELINES, baseline_loader, source_stride  # noqa: E402
 from benchmarks.common import format_table, median, write_result  # noqa: E402
-from benchmarks.loader_profile import profile_batches, profile_rows, step_budget  # noqa: E402
+from benchmarks.loader_profile import (  # noqa: E402
+    decode_only_pipeline,
+    profile_batches,
+    profile_rows,
+    step_budget,
+)
 from salt.data.config import LoaderConfig  # noqa: E402
 from salt.data.loaders import open_loader  # noqa: E402
 from salt.data.shardset import ShardSet  # noqa: E402
@@ -103,16 +108,8 @@ def run_dali_native(cfg: LoaderConfig, decode_only: bool) -> Iterator[int]:
 
 
 def run_salt_decode(cfg: LoaderConfig) -> Iterator[int]:
-    """salt's feed (BatchPlanner, same samples and start frames as the loader) into DALI's decoder alone."""
-    from salt.data.dali_loader import BatchFeeder, build_pipeline
-    from salt.data.plan import BatchPlanner
-
-    planner = BatchPlanner(ShardSet(cfg.shards, verify=False), cfg, 0, 1)
-    decodes, per_decode = cfg.view_layout()
-    feeder = BatchFeeder(planner, planner.positions(0, 0), decodes, per_decode, with_views=False)
-    pipe = build_pipeline(cfg, cfg.device, feeder, cfg.batch_size, decodes, per_decode,
-                          0 if cfg.device == "gpu" else None, with_views=False)
-    pipe.build()
+    """salt's feed (same samples and start frames as the loader) into DALI's decoder alone."""
+    feeder, pipe = decode_only_pipeline(cfg, cfg.device)
     while True:
         pipe.run()
         feeder.in_flight.popleft()

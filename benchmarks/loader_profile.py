@@ -36,6 +36,18 @@ class _Queue:
         return item
 
 
+def decode_only_pipeline(cfg: LoaderConfig, device: str, source=None) -> tuple[BatchFeeder, object]:
+    """salt's feed (the loader's own samples and start frames) and a built DALI pipeline that only
+    decodes them. source: what DALI calls for a batch (default: the feeder itself)."""
+    planner = BatchPlanner(ShardSet(cfg.shards, verify=False), cfg, 0, 1)
+    decodes, per_decode = cfg.view_layout()
+    feeder = BatchFeeder(planner, planner.positions(0, 0), decodes, per_decode, with_views=False)
+    pipe = build_pipeline(cfg, device, source or feeder, cfg.batch_size, decodes, per_decode,
+                          0 if device == "gpu" else None, with_views=False)
+    pipe.build()
+    return feeder, pipe
+
+
 def profile_batches(cfg: LoaderConfig, batches: int, patch_size: int = 16, tubelet_size: int = 2) -> dict:
     """Median seconds per batch of each stage over `batches` batches (after one warm-up batch)."""
     device = resolve_device(cfg.device)
@@ -43,13 +55,9 @@ def profile_batches(cfg: LoaderConfig, batches: int, patch_size: int = 16, tubel
         raise ValueError("the stage profile covers the CPU loader with the uint8 hand-off "
                          "(on a GPU the views are cut inside DALI; use the GPU suite)")
     cfg = replace(cfg, prefetch=1)  # DALI asks for one batch per run: the one just read
-    shards = ShardSet(cfg.shards, verify=False)
-    planner = BatchPlanner(shards, cfg, 0, 1)
-    decodes, per_decode = cfg.view_layout()
-    feeder = BatchFeeder(planner, planner.positions(0, 0), decodes, per_decode, with_views=False)
     queue = _Queue()
-    pipe = build_pipeline(cfg, "cpu", queue, cfg.batch_size, decodes, per_decode, None, with_views=False)
-    pipe.build()
+    feeder, pipe = decode_only_pipeline(cfg, "cpu", queue)
+    per_decode = cfg.view_layout()[1]
     grid = TokenGrid.from_clip(num_frames=cfg.num_frames, img_size=cfg.crop_size, patch_size=patch_size,
                                tubelet_size=tubelet_size)
     masks = build_mask_generator("multiblock", grid=grid, blocks=DEFAULT_MULTIBLOCK)
