@@ -36,12 +36,13 @@ class _Queue:
         return item
 
 
-def decode_only_pipeline(cfg: LoaderConfig, device: str, source=None) -> tuple[BatchFeeder, object]:
-    """salt's feed (the loader's own samples and start frames) and a built DALI pipeline that only
-    decodes them. source: what DALI calls for a batch (default: the feeder itself)."""
+def decode_only_pipeline(cfg: LoaderConfig, device: str, source=None, read_ahead: int = 2
+                         ) -> tuple[BatchFeeder, object]:
+    """salt's feed (the loader's own samples and start frames, read ahead as the loader reads them) and a
+    built DALI pipeline that only decodes them. source: what DALI calls for a batch (default: the feeder)."""
     planner = BatchPlanner(ShardSet(cfg.shards, verify=False), cfg, 0, 1)
     decodes, per_decode = cfg.view_layout()
-    feeder = BatchFeeder(planner, planner.positions(0, 0), decodes, per_decode, with_views=False)
+    feeder = BatchFeeder(planner, planner.positions(0, 0), decodes, per_decode, with_views=False, depth=read_ahead)
     pipe = build_pipeline(cfg, device, source or feeder, cfg.batch_size, decodes, per_decode,
                           0 if device == "gpu" else None, with_views=False)
     pipe.build()
@@ -56,7 +57,7 @@ def profile_batches(cfg: LoaderConfig, batches: int, patch_size: int = 16, tubel
                          "(on a GPU the views are cut inside DALI; use the GPU suite)")
     cfg = replace(cfg, prefetch=1)  # DALI asks for one batch per run: the one just read
     queue = _Queue()
-    feeder, pipe = decode_only_pipeline(cfg, "cpu", queue)
+    feeder, pipe = decode_only_pipeline(cfg, "cpu", queue, read_ahead=0)  # the read timed on its own
     per_decode = cfg.view_layout()[1]
     grid = TokenGrid.from_clip(num_frames=cfg.num_frames, img_size=cfg.crop_size, patch_size=patch_size,
                                tubelet_size=tubelet_size)

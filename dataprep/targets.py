@@ -82,8 +82,8 @@ def resolve_job(args: argparse.Namespace, overrides: list[str]):
     from salt.config import load_config
     from salt.engine.deepspeed_setup import autocast_dtype, load_ds_config
     from salt.models.io import find_encoder
-    from salt.precision import short_name
-    from salt.targets.job import TargetJob, TargetJobError
+    from salt.precision import resolve_precision, short_name, weights_dtype
+    from salt.targets.job import TargetJob, TargetJobError, job_device
 
     for name in ("teacher", "shards", "out", "views"):
         if getattr(args, name) is None:
@@ -95,10 +95,16 @@ def resolve_job(args: argparse.Namespace, overrides: list[str]):
         f"model.tubelet_size={info['tubelet_size']}"]
     cfg = load_config(args.config, base + overrides + ["stage=student", f"teacher.path={args.teacher}",
                                                        f"data.shards={args.shards}", "targets.cache="])
-    ac = autocast_dtype(load_ds_config(cfg.run.deepspeed_config))
+    # the student run's precision on this device (run.precision auto: bf16 where native, else fp32);
+    # meta.json records it with the teacher (weights_dtype, autocast)
+    device = job_device()
+    precision = resolve_precision(cfg.run.precision, device, autocast_dtype(load_ds_config(cfg.run.deepspeed_config)))
+    if int(os.environ.get("RANK", "0")) == 0 and not args.quiet:
+        print(f"targets on {device}: precision {precision.describe()}", flush=True)
     return TargetJob(teacher=args.teacher, out=args.out, num_views=args.views, data=cfg.data,
                      patch_size=cfg.model.patch_size, tubelet_size=cfg.model.tubelet_size, dtype=args.dtype,
-                     teacher_dtype=cfg.teacher.dtype, autocast=short_name(ac),
+                     teacher_dtype=short_name(weights_dtype(cfg.teacher.dtype, precision.name)),
+                     autocast=short_name(precision.autocast),
                      layers=tuple(args.layers) if args.layers else None, batch_size=args.batch_size,
                      loader=args.loader or cfg.data.loader, compression_level=args.zstd_level)
 

@@ -23,6 +23,7 @@ from salt.masks.multiblock import DEFAULT_MULTIBLOCK, BlockSpec
 from salt.models.pixel_decoder import DEFAULT_PIXEL_DECODER
 from salt.models.predictor import DEFAULT_PREDICTOR
 from salt.models.token_decoder import DecoderSpec
+from salt.precision import PRECISIONS
 from salt.stages import STAGES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -52,7 +53,8 @@ class PixelLossConfig:
 @dataclass
 class TeacherRefConfig:
     path: str = ""  # student stage: a teacher run folder or an exported encoder (.safetensors)
-    dtype: str = "bf16"  # bf16 | fp32: the frozen teacher's weights
+    dtype: str = "auto"  # auto | bf16 | fp32: the frozen teacher's weights; auto: bf16 when the run computes in
+    # bf16, fp32 when it computes in fp32
 
 
 @dataclass
@@ -107,7 +109,11 @@ class RunConfig:
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     export_history: bool = False  # also keep export/step_NNNNNNNN/ at every checkpoint (probe curves)
-    deepspeed_config: str = "ds_configs/zero1.json"  # ZeRO stage, precision (torch_autocast), clipping, offload
+    deepspeed_config: str = "ds_configs/zero1.json"  # ZeRO stage, autocast asked for, clipping, offload
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32: compute precision (salt.precision); auto: bf16 where it
+    # is native (GPUs, CPUs with AVX512-BF16/AMX), fp32 elsewhere; config.yaml in the run folder holds the choice
+    peer_timeout_s: float = 120.0  # a rank that hears nothing from a peer at the per-step exchange for this long
+    # stops with one line (a dead or hung peer), instead of waiting for the collective's 30-minute timeout
     peak_tflops: float | None = None  # per device, for MFU; None: known GPU peak, or measured on the CPU
     tensorboard: bool = True  # also log to <dir>/tensorboard when tensorboard is installed
     threads: int | None = None  # torch intra-op threads per process; None: cores / processes
@@ -136,7 +142,9 @@ class Config:
     def validate(self) -> None:
         _check(self.stage in STAGES, "stage", f"must be one of {STAGES}, got {self.stage!r}")
         _check(self.pixel_loss.kind in ("mse", "l1"), "pixel_loss.kind", "must be mse or l1")
-        _check(self.teacher.dtype in ("bf16", "fp32"), "teacher.dtype", "must be bf16 or fp32")
+        _check(self.teacher.dtype in ("auto", "bf16", "fp32"), "teacher.dtype", "must be auto, bf16 or fp32")
+        _check(self.run.precision in PRECISIONS, "run.precision", f"must be one of {', '.join(PRECISIONS)}")
+        _check(self.run.peer_timeout_s > 0, "run.peer_timeout_s", f"must be > 0, got {self.run.peer_timeout_s}")
         _check(self.masks.kind in ("multiblock", "tube", "random"), "masks.kind", "must be multiblock, tube or random")
         _check(self.data.loader in LOADERS, "data.loader", f"must be one of {LOADERS}")
         _check(self.data.mode != "precompute", "data.mode", "precompute is the target-cache job's mode "

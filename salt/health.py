@@ -17,27 +17,28 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def feature_std(features: torch.Tensor) -> float:
-    """features (B, K, D) -> std over B of the normalised mean over K, averaged over D."""
+def feature_std(features: torch.Tensor) -> torch.Tensor:
+    """features (B, K, D) -> () std over B of the normalised mean over K, averaged over D (NaN for B < 2)."""
     pooled = F.normalize(features.float().mean(1), dim=-1)  # (B, D)
     if pooled.shape[0] < 2:
-        return float("nan")
-    return float(pooled.std(0).mean())
+        return torch.full((), float("nan"), device=features.device)
+    return pooled.std(0).mean()
 
 
 @torch.no_grad()
-def rankme(features: torch.Tensor, max_rows: int = 4096, eps: float = 1e-7) -> float:
-    """features (B, K, D): effective rank of the (B * K, D) token matrix (an even subsample of at most
+def rankme(features: torch.Tensor, max_rows: int = 4096, eps: float = 1e-7) -> torch.Tensor:
+    """features (B, K, D) -> () effective rank of the (B * K, D) token matrix (an even subsample of at most
     max_rows rows)."""
     x = features.float().flatten(0, 1)  # (B * K, D)
     if x.shape[0] > max_rows:
         x = x[torch.linspace(0, x.shape[0] - 1, max_rows, device=x.device).long()]
     s = torch.linalg.svdvals(x)
     p = s / (s.sum() + eps) + eps
-    return float(torch.exp(-(p * p.log()).sum()))
+    return torch.exp(-(p * p.log()).sum())
 
 
-def health_metrics(features: torch.Tensor | None) -> dict[str, float]:
+def health_metrics(features: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Both, as 0-d tensors on the features' device (read by the caller with its other metrics)."""
     if features is None or features.is_meta:
         return {}
     return {"feature_std": feature_std(features), "rankme": rankme(features)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,25 +19,50 @@ import torch
 
 from salt.atomic import reporting_write_errors, write_text_atomic
 
-# dense bf16 tensor-core peaks (TFLOP/s) of common training GPUs, by a substring of the device name
-GPU_PEAK_BF16 = {"H200": 989.4, "H100": 989.4, "GH200": 989.4, "B200": 2250.0, "A100": 312.0, "L40S": 362.0,
-                 "A10G": 125.0}
+# Dense tensor-core peaks per GPU (TFLOP/s, from NVIDIA's data sheets, without sparsity): bf16 (fp16 is the
+# same) and TF32 (what fp32 matmuls run as: salt enables TF32 for fp32 runs on GPUs). Matched in order
+# on the device name, the more specific names first ("GH200" before "H200", "H100 PCIe" before "H100").
+GPU_PEAKS: tuple[tuple[str, str, float, float], ...] = (
+    ("GH200", r"\bGH200\b", 989.5, 494.5),
+    ("H200 NVL", r"\bH200 NVL\b", 835.5, 417.5),
+    ("H200 SXM", r"\bH200\b", 989.5, 494.5),
+    ("H100 NVL", r"\bH100 NVL\b", 835.5, 417.5),
+    ("H100 PCIe", r"\bH100 PCIe\b", 756.5, 378.0),
+    ("H100 SXM", r"\bH100\b", 989.5, 494.5),
+    ("B200", r"\bB200\b", 2250.0, 1100.0),
+    ("A100", r"\bA100\b", 312.0, 156.0),
+    ("L40S", r"\bL40S\b", 362.0, 183.0),
+    ("L4", r"\bL4\b", 121.0, 60.0),
+    ("A10", r"\bA10\b", 125.0, 62.5),
+)
+
+
+def gpu_spec_peak(name: str, dtype: torch.dtype | None) -> tuple[float, str] | None:
+    """(peak, the table row matched) for a GPU of this device name, or None when it is not in the table."""
+    for row, pattern, bf16, tf32 in GPU_PEAKS:
+        if re.search(pattern, name):
+            return (bf16 if dtype in (torch.bfloat16, torch.float16) else tf32), row
+    return None
 
 
 def peak_tflops(device: torch.device, dtype: torch.dtype | None, configured: float | None) -> tuple[float, str]:
-    """Per-device peak for MFU, and where the figure comes from."""
+    """Per-device peak for MFU in the run's compute dtype, and where the figure comes from."""
+    kind = "bf16" if dtype == torch.bfloat16 else "fp16" if dtype == torch.float16 else "fp32"
     if configured:
-        return configured, "configured"
+        return configured, "run.peak_tflops"
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        for key, value in GPU_PEAK_BF16.items():
-            if key in name:
-                return (value if dtype in (torch.bfloat16, torch.float16) else value / 2), f"spec sheet ({name})"
-    return measure_matmul_tflops(device, dtype or torch.float32), "measured matmul peak"
+        spec = gpu_spec_peak(name, dtype)
+        if spec is not None:
+            return spec[0], f"spec sheet {spec[1]}, dense {'tf32' if kind == 'fp32' else kind}"
+        n = 8192  # an unknown GPU: a matmul large enough to reach its tensor cores' rate (1024^3 does not)
+        return (measure_matmul_tflops(device, dtype or torch.float32, n=n, repeats=5),
+                f"measured {n}^3 {kind} matmul on {name} (not in the spec table: set run.peak_tflops)")
+    return measure_matmul_tflops(device, dtype or torch.float32), f"measured 1024^3 {kind} matmul"
 
 
 def measure_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
-    """Best of a few large matmuls in the training dtype: what this device actually sustains."""
+    """Best of a few large matmuls in the training dtype, after one warm-up: what this device sustains."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     best = math.inf
@@ -47,41 +73,52 @@ def measure_matmul_tflops(device: torch.device, dtype: torch.dtype, n: int = 102
     return 2 * n**3 / best / 1e12
 
 
-def memory_mb(device: torch.device) -> float:
+def memory_stats(device: torch.device) -> dict[str, float]:
+    """memory_mb: the peak torch allocated since the last call (a GPU; reset here), or this process's
+    resident memory (CPU). device_used_mb (GPU): what the whole device holds, DALI's pool, CUDA contexts
+    and other processes included. Host-side queries: no stream synchronisation."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+        free, total = torch.cuda.mem_get_info(device)
+        return {"memory_mb": peak, "device_used_mb": (total - free) / 2**20}
     try:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+        return {"memory_mb": pages * os.sysconf("SC_PAGE_SIZE") / 2**20}
     except (OSError, ValueError):
-        return float("nan")
+        return {"memory_mb": float("nan")}
 
 
 @dataclass
 class Window:
-    """Sums over the steps since the last log line."""
+    """What the steps since the last log line did. Losses and metrics stay where they were computed (the
+    training device) until the log step reads them all at once; times are host wall-clock."""
 
+    start: float = field(default_factory=time.perf_counter)
     steps: int = 0
     clips: int = 0
     data_s: float = 0.0
-    total_s: float = 0.0
+    excluded_s: float = 0.0  # main-rank work inside the window that is not training (the k-NN probe)
     flops: float = 0.0
-    losses: list[float] = field(default_factory=list)
-    grad_norms: list[float] = field(default_factory=list)
-    extra: dict[str, list[float]] = field(default_factory=dict)
+    losses: list[torch.Tensor] = field(default_factory=list)  # one 0-d tensor per step
+    grad_norms: list[torch.Tensor | float] = field(default_factory=list)
+    extra: dict[str, list[torch.Tensor | float]] = field(default_factory=dict)
 
-    def add(self, *, clips: int, data_s: float, total_s: float, flops: float, loss: float,
-            grad_norm: float | None, extra: dict[str, float]) -> None:
+    def add(self, *, clips: int, data_s: float, flops: float, loss: torch.Tensor,
+            grad_norm: torch.Tensor | float | None, extra: dict[str, torch.Tensor | float]) -> None:
         self.steps += 1
         self.clips += clips
         self.data_s += data_s
-        self.total_s += total_s
         self.flops += flops
         self.losses.append(loss)
-        if grad_norm is not None and math.isfinite(grad_norm):
+        if grad_norm is not None:
             self.grad_norms.append(grad_norm)
         for k, v in extra.items():
             self.extra.setdefault(k, []).append(v)
+
+    def elapsed_s(self) -> float:
+        """Training time of the window so far: call it after its values were read (the device caught up)."""
+        return time.perf_counter() - self.start - self.excluded_s
 
 
 def trim_rows(path: Path, last_step: int) -> int:
@@ -130,25 +167,34 @@ class MetricsLogger:
         self._start = time.perf_counter()
         self._start_step: int | None = None
 
-    def record(self, step: int, epoch: int, window: Window, lr: float, wd: float, loss: float,
-               device: torch.device, extra: dict[str, float]) -> dict:
-        """One line for the window ending at `step` (1-based count of finished steps)."""
-        step_s = window.total_s / max(1, window.steps)
+    def record(self, step: int, epoch: int, window: Window, wall_s: float, lr: float, wd: float,
+               values: dict[str, float | None]) -> dict:
+        """One line for the window ending at `step` (1-based count of finished steps). wall_s: the window's
+        training time, measured after its values were read back (the device had caught up); values: loss,
+        grad_norm, memory and the stage's metrics, already read back and reduced over ranks."""
+        step_s = wall_s / max(1, window.steps)
         row = {
-            "step": step, "epoch": epoch, "stage": self.stage, "loss": loss, "lr": lr, "weight_decay": wd,
-            "grad_norm": sum(window.grad_norms) / len(window.grad_norms) if window.grad_norms else None,
-            "clips_per_s": window.clips / window.total_s if window.total_s else None,  # per process / GPU
+            "step": step, "epoch": epoch, "stage": self.stage, "loss": values.pop("loss"), "lr": lr,
+            "weight_decay": wd, "grad_norm": values.pop("grad_norm", None),
+            "clips_per_s": window.clips / wall_s if wall_s else None,  # per process / GPU
             "step_time_s": step_s,
             "data_time_s": window.data_s / max(1, window.steps),
-            "compute_time_s": (window.total_s - window.data_s) / max(1, window.steps),
-            "data_wait_frac": window.data_s / window.total_s if window.total_s else None,
-            "tflops": window.flops / window.total_s / 1e12 if window.total_s else None,  # per process / GPU
-            "peak_tflops": self.peak,
-            "memory_mb": memory_mb(device),
+            "compute_time_s": max(0.0, wall_s - window.data_s) / max(1, window.steps),
+            "data_wait_frac": min(1.0, window.data_s / wall_s) if wall_s else None,
+            "tflops": window.flops / wall_s / 1e12 if wall_s else None,  # per process / GPU
             "world": self.world,
             "time": time.time(),
-            **extra,
+            **values,
         }
+        if row["tflops"] is not None and self.peak and row["tflops"] > self.peak:
+            # a measured peak below what the run itself sustains (the start-up matmul ran slow): the run's
+            # own rate is the better lower bound of this device's peak
+            if self.is_main:
+                print(f"[{self.stage}] note: the run computes at {row['tflops']:.3g} TFLOP/s, above the peak taken "
+                      f"at start-up ({self.peak:.3g}, {self.peak_source}); MFU is against the run's own rate from "
+                      f"here (set run.peak_tflops for the device's real peak)", file=sys.stderr, flush=True)
+            self.peak, self.peak_source = row["tflops"], "raised to the run's own rate"
+        row["peak_tflops"] = self.peak
         row["mfu"] = row["tflops"] / self.peak if row["tflops"] is not None and self.peak else None
         if self._file:
             with reporting_write_errors(self.path):

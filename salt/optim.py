@@ -41,9 +41,28 @@ def wd_at(step: int, total: int, cfg: OptimConfig) -> float:
     return cfg.final_weight_decay + 0.5 * (cfg.weight_decay - cfg.final_weight_decay) * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(modules: Iterable[nn.Module], cfg: OptimConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(modules, cfg.weight_decay), lr=cfg.start_lr, betas=cfg.betas,
-                             eps=cfg.eps)
+OPTIMIZERS = ("cpu_adam", "fused", "torch")
+
+
+def optimizer_kind(device: torch.device, offload: bool) -> str:
+    """Which AdamW steps the weights: DeepSpeed's vectorised CPU Adam where ZeRO-Offload keeps the fp32
+    partitions on the CPU (torch's AdamW there runs a Python loop of small ops per tensor), torch's fused
+    kernel on a GPU, torch's default AdamW on a CPU."""
+    if offload:
+        return "cpu_adam"
+    return "fused" if device.type == "cuda" else "torch"
+
+
+def build_optimizer(modules: Iterable[nn.Module], cfg: OptimConfig, *, device: torch.device | None = None,
+                    offload: bool = False) -> torch.optim.Optimizer:
+    """AdamW over `modules` (decoupled weight decay in every kind: the schedules set each group's)."""
+    groups = param_groups(modules, cfg.weight_decay)
+    kind = optimizer_kind(device or torch.device("cpu"), offload)
+    if kind == "cpu_adam":
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(groups, lr=cfg.start_lr, betas=cfg.betas, eps=cfg.eps, adamw_mode=True)
+    return torch.optim.AdamW(groups, lr=cfg.start_lr, betas=cfg.betas, eps=cfg.eps, fused=kind == "fused" or None)
 
 
 def apply_schedule(optimizer: torch.optim.Optimizer, step: int, total: int, cfg: OptimConfig) -> tuple[float, float]:

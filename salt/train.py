@@ -1,5 +1,6 @@
 """Train a SALT stage: `deepspeed salt/train.py --stage teacher|student|vjepa|supervised --config CONFIG [flags]`.
 
+    # 8 GPUs:            deepspeed --num_gpus 8 salt/train.py --stage teacher ...
     # CPU, 2 processes:   DS_ACCELERATOR=cpu deepspeed --num_gpus 2 salt/train.py --stage teacher ...
     # one process:        python salt/train.py --stage teacher ...
     # any config key:     --data.batch_size=16 --optim.lr=3e-4 --masks.kind=tube
@@ -94,16 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     from salt.atomic import WriteError
     from salt.data.plan import LoaderError
     from salt.data.shardset import ShardSetError
+    from salt.devices import DeviceError
     from salt.engine.checkpoint import CheckpointError, tag_for
-    from salt.engine.distributed import init_distributed, set_threads
+    from salt.engine.distributed import init_distributed, local_world_size, set_threads
     from salt.engine.stopping import FirstSignal
-    from salt.engine.trainer import Trainer, TrainingError
+    from salt.engine.trainer import LostRankError, Trainer, TrainingError
     from salt.targets.format import TargetCacheError
 
     try:
         with raise_on_stop_signals():  # before the first step there is nothing to save: stop at once
-            dist = init_distributed()
-            set_threads(cfg.run.threads, int(os.environ.get("LOCAL_WORLD_SIZE", dist.world)))
+            try:
+                dist = init_distributed(cfg.run.peer_timeout_s)
+            except DeviceError as e:
+                print(f"error: {_one_line(e)}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            set_threads(cfg.run.threads, local_world_size(dist.world))
             try:
                 trainer = Trainer(cfg, dist, resume=args.resume)
             except (ConfigError, FileNotFoundError, LoaderError, ShardSetError, TargetCacheError,
@@ -117,6 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     stop = FirstSignal().install()  # from here a signal stops the run at the next step boundary
     try:
         trainer.train(stop)
+    except LostRankError as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr, flush=True)
+        if dist.world > 1:
+            # a peer is gone: NCCL's communicators (and gloo's pending work) cannot be torn down cleanly, and
+            # the interpreter's exit would wait on them or abort with a C++ trace; the checkpoint is on disk
+            try:
+                trainer.close()
+            finally:
+                sys.stdout.flush()
+                os._exit(EXIT_FAILED)
+        return EXIT_FAILED
     except (TrainingError, LoaderError, ShardSetError, WriteError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return EXIT_FAILED

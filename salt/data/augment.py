@@ -45,6 +45,21 @@ def cut_view(frames: torch.Tensor, view: ViewParams, size: int, out: torch.Tenso
     out.copy_(y.flip(-2) if view.flip else y)
 
 
+_CONSTANTS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _norm_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """scale 1 / (255 std) and shift -mean / std as (1, 3, 1, 1, 1) tensors on `device`, made once per device:
+    building them from Python lists each step would be a host-to-device copy that waits for the GPU."""
+    key = (tuple(mean), tuple(std), device)
+    if key not in _CONSTANTS:
+        scale = torch.tensor([1 / (255 * s) for s in std]).view(1, 3, 1, 1, 1)
+        shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(1, 3, 1, 1, 1)
+        _CONSTANTS[key] = (scale.to(device), shift.to(device))
+    return _CONSTANTS[key]
+
+
 @dataclass(frozen=True)
 class PixelNorm:
     """uint8 channels-last pixels → (x / 255 - mean) / std, channels first, where the batch is used."""
@@ -58,9 +73,7 @@ class PixelNorm:
         if video.dtype != torch.uint8 or video.dim() != 5 or video.shape[-1] != 3:
             raise TypeError(f"PixelNorm expects (N, T, H, W, 3) uint8 pixels, got {tuple(video.shape)} "
                             f"{video.dtype}")
-        scale = torch.tensor([1 / (255 * s) for s in self.std], device=video.device).view(1, 3, 1, 1, 1)
-        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std, strict=True)],
-                             device=video.device).view(1, 3, 1, 1, 1)
+        scale, shift = _norm_constants(self.mean, self.std, video.device)  # (1, 3, 1, 1, 1) each
         n, t, h, w, c = video.shape
         x = torch.empty((n, c, t, h, w), device=video.device)
         x.copy_(video.permute(0, 4, 1, 2, 3)).mul_(scale).add_(shift)

@@ -1,7 +1,8 @@
 """Output codecs for shard preparation: encoder settings and which decoder can read each one.
 
 DALI 2.x decodes VP8, VP9 and MJPEG on the CPU and H.264/HEVC only with NVDEC on a GPU, so VP9
-is the default: a VP9 shard set trains on any machine, with or without a GPU.
+is the default: a VP9 shard set trains on any machine, with or without a GPU. On a GPU, MJPEG is decoded
+on the CPU (data.gpu_decode=false) and its views cut on the GPU.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ class CodecSpec:
     ext: str  # sample component extension inside the tar
     pix_fmt: str
     dali_cpu: bool  # DALI's CPU video decoder can read it
-    dali_gpu: bool  # DALI's mixed (NVDEC) video decoder can read it
+    dali_gpu: bool  # DALI's mixed (NVDEC) video decoder reads it (verified on Hopper: H.264, HEVC, VP9)
 
     def encoder_options(self, gop: int, quality: int | None) -> dict[str, str]:
         """Closed GOP of exactly `gop` frames, no scene-cut keyframes, no hidden/reordered frames
@@ -42,7 +43,8 @@ CODECS: dict[str, CodecSpec] = {
     "vp9": CodecSpec("vp9", "libvpx-vp9", "webm", "webm", "yuv420p", dali_cpu=True, dali_gpu=True),
     "h264": CodecSpec("h264", "libx264", "mp4", "mp4", "yuv420p", dali_cpu=False, dali_gpu=True),
     "hevc": CodecSpec("hevc", "libx265", "mp4", "mp4", "yuv420p", dali_cpu=False, dali_gpu=True),
-    "mjpeg": CodecSpec("mjpeg", "mjpeg", "avi", "avi", "yuvj420p", dali_cpu=True, dali_gpu=True),
+    # NVDEC's MJPEG decode is not verified on Hopper (its JPEG engines are another unit): decoded on the CPU
+    "mjpeg": CodecSpec("mjpeg", "mjpeg", "avi", "avi", "yuvj420p", dali_cpu=True, dali_gpu=False),
 }
 DEFAULT_CODEC = "vp9"
 VIDEO_EXTS = tuple(sorted({c.ext for c in CODECS.values()}))

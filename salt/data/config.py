@@ -28,6 +28,7 @@ class LoaderConfig:
     threads: int = 2  # DALI CPU threads, or reference-loader worker processes
     device: str = "auto"  # "auto" | "cpu" | "gpu": where DALI decodes
     strict: bool = False  # raise on a sample that fails to decode instead of counting and skipping it
+    max_bad_fraction: float = 0.1  # stop when more than this share of the last 1000 samples failed to decode
     verify_shards: bool = True  # hash each shard tar on its first read in a process, refuse one that does not
     # match manifest.json's sha256 (one read of the shard per process, ~1.4 GB/s per core); false: sizes only
     cached_views: int = 0  # >0: each sample uses one of this many precomputed views per epoch (target cache)
@@ -83,6 +84,8 @@ class LoaderConfig:
         if self.cut_views == "torch" and (self.device == "gpu" or self.handoff == "float32"):
             raise ValueError("data.cut_views=torch needs data.device=cpu and data.handoff=uint8 "
                              "(on a GPU, and for float32, DALI cuts the views)")
+        if not 0 < self.max_bad_fraction <= 1:
+            raise ValueError(f"data.max_bad_fraction must be in (0, 1], got {self.max_bad_fraction}")
         if self.batch_size < 1 or self.threads < 1 or self.prefetch < 1:
             raise ValueError("data.batch_size, data.threads and data.prefetch must be >= 1")
         if self.cached_views and self.views_per_clip != 1:

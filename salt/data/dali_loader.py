@@ -8,13 +8,24 @@ was. Feeding from Python keeps DALI doing the heavy work (decoding; on a GPU als
 flip) and gives exact resume, equal batch counts on every rank, keys with every batch, and the
 culprit of a decode error. On the CPU the views are cut in torch (salt.data.augment: faster there
 than DALI's CPU resize). `benchmarks/loader.py` measures both feeds and both ways on the same data.
+
+The bytes DALI decodes are read ahead by a thread of the loader (`ReadAhead`): planning a batch, reading
+its samples (a shard's first read in a process also hashes it, a remote shard set makes range requests)
+never happen on the thread that calls `pipeline.run()`, which is the training thread.
+
+When every sample probed after a pipeline failure fails for one reason, the machine is at fault, not the
+data (no libnvcuvid.so in a container without the video driver capability, a codec profile NVDEC does
+not decode, DALI out of GPU memory): the loader stops with one LoaderError naming the cause and the fix,
+rather than marking sample after sample bad.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -22,15 +33,19 @@ import torch
 from salt.data.augment import cut_view, one_torch_thread
 from salt.data.batch import VideoBatch
 from salt.data.config import LoaderConfig
+from salt.data.dali_copy import DaliToTorch
 from salt.data.loader_base import VideoLoaderBase
 from salt.data.plan import BatchPlan, BatchPlanner, CorruptSampleError, LoaderError, SamplePlan
 from salt.data.shardset import ShardSet
+from salt.devices import dali_device
 from salt.masks import MaskGenerator
 
 
-def resolve_device(device: str) -> str:
+def resolve_device(device: str, training: torch.device | None = None) -> str:
+    """data.device for batches used on `training`: auto decodes on the GPU the batches go to, and on the
+    CPU when they go to the CPU (DS_ACCELERATOR=cpu on a GPU machine included)."""
     if device == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
+        return dali_device(training)[0]
     if device == "gpu" and not torch.cuda.is_available():
         raise LoaderError("data.device=gpu but no CUDA device is visible")
     return device
@@ -47,28 +62,28 @@ def check_codec(shards: ShardSet, device: str, gpu_decode: bool = True) -> None:
             f"shard set {shards.root} holds {codec.name} video, which DALI decodes only on a GPU (NVDEC); "
             f"this loader runs on the CPU. Use the reference loader (data loader 'reference', PyAV reads "
             f"every codec), or rebuild the shards with `python -m dataprep.shards --codec vp9`.")
-    if device == "gpu" and not codec.dali_gpu:
-        raise LoaderError(f"shard set {shards.root} holds {codec.name} video, which DALI cannot decode")
+    if device == "gpu" and gpu_decode and not codec.dali_gpu:
+        fallback = " data.gpu_decode=false decodes it on the CPU and cuts the views on the GPU." if codec.dali_cpu \
+            else ""
+        raise LoaderError(f"shard set {shards.root} holds {codec.name} video, which salt does not decode with NVDEC "
+                          f"(H.264, HEVC and VP9 are verified on Hopper; {codec.name} is not).{fallback}")
 
 
 class BatchFeeder:
-    """DALI's external source: each call plans the next batch and returns its bytes, each decode's start
-    frame and (with_views) each view's crop box and flip. Batches handed to DALI but not yet returned
-    stay in `in_flight`."""
+    """DALI's external source: each call returns the next batch's bytes, each decode's start frame and
+    (with_views) each view's crop box and flip. The batches are planned and read by `ReadAhead`'s thread;
+    those handed to DALI but not yet returned stay in `in_flight`."""
 
     def __init__(self, planner: BatchPlanner, positions: Iterator[tuple[int, int]], decodes: int,
-                 views_per_decode: int, with_views: bool):
-        self.planner, self.positions = planner, positions
+                 views_per_decode: int, with_views: bool, depth: int = 2):
         self.decodes, self.views_per_decode, self.with_views = decodes, views_per_decode, with_views
         self.in_flight: deque[BatchPlan] = deque()
+        self.ahead = ReadAhead(planner, positions, depth)
 
     def __call__(self) -> tuple[list[np.ndarray], ...]:
-        epoch, index = next(self.positions)
-        plan = self.planner.plan(epoch, index)
+        plan, payloads = self.ahead.next()
         self.in_flight.append(plan)
-        shards = self.planner.shards
-        out: list[list[np.ndarray]] = [[np.frombuffer(shards.video_bytes(s.index), dtype=np.uint8)
-                                        for s in plan.samples]]
+        out: list[list[np.ndarray]] = [[np.frombuffer(b, dtype=np.uint8) for b in payloads]]
         for g in range(self.decodes):
             out.append([np.array(s.views[g * self.views_per_decode][1].start_frame, dtype=np.int32)
                         for s in plan.samples])
@@ -82,6 +97,48 @@ class BatchFeeder:
                             for s in plan.samples])
                 out.append([np.array(int(s.views[v][1].flip), dtype=np.int32) for s in plan.samples])
         return tuple(out)
+
+    def close(self) -> None:
+        self.ahead.close()
+
+
+class ReadAhead:
+    """Plans and reads the next `depth` batches in one background thread, in order: the caller's thread
+    only takes finished (plan, bytes) pairs. One thread keeps the planner's cached epoch order unshared.
+    depth 0 reads on the caller's thread (the stage profile times the read on its own)."""
+
+    def __init__(self, planner: BatchPlanner, positions: Iterator[tuple[int, int]], depth: int):
+        self.planner, self.positions, self.depth = planner, positions, depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salt-read-ahead") if depth else None
+        self._queue: deque[Future] = deque()
+        self._lock = threading.Lock()
+
+    def _read(self, epoch: int, index: int) -> tuple[BatchPlan, list[bytes]]:
+        plan = self.planner.plan(epoch, index)
+        return plan, [self.planner.shards.video_bytes(s.index) for s in plan.samples]
+
+    def _fill(self) -> None:
+        while len(self._queue) < self.depth:
+            epoch, index = next(self.positions)
+            self._queue.append(self._pool.submit(self._read, epoch, index))
+
+    def next(self) -> tuple[BatchPlan, list[bytes]]:
+        if self._pool is None:
+            return self._read(*next(self.positions))
+        with self._lock:
+            self._fill()
+            fut = self._queue.popleft()
+            self._fill()
+        return fut.result()
+
+    def close(self) -> None:
+        """Drops the batches read ahead and waits for the one being read (nothing runs on afterwards)."""
+        with self._lock:
+            for f in self._queue:
+                f.cancel()
+            self._queue.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 def build_pipeline(cfg: LoaderConfig, device: str, source, batch_size: int, decodes: int, views_per_decode: int,
@@ -129,21 +186,6 @@ def build_pipeline(cfg: LoaderConfig, device: str, source, batch_size: int, deco
     return pipe()
 
 
-def _to_torch(outputs, device: str, dtype: torch.dtype) -> torch.Tensor:
-    """V outputs of (B, ...) each → one (V * B, ...) tensor, view-major, copied straight from DALI's
-    buffers into slices of the result."""
-    from nvidia.dali.plugin.pytorch import feed_ndarray
-
-    dense = [o.as_tensor() for o in outputs]
-    b, *rest = dense[0].shape()
-    target = torch.empty((len(dense) * b, *rest), dtype=dtype,
-                         device=torch.device("cuda", torch.cuda.current_device()) if device == "gpu" else "cpu")
-    stream = torch.cuda.current_stream() if device == "gpu" else None
-    for v, d in enumerate(dense):
-        feed_ndarray(d, target[v * b:(v + 1) * b], cuda_stream=stream)
-    return target
-
-
 def views_from_frames(outputs, plan: BatchPlan, views_per_decode: int, cfg: LoaderConfig) -> torch.Tensor:
     """Decoded frames (one TensorList of (T, H, W, 3) uint8 per decode) → (V * B, T, S, S, 3) uint8,
     view-major, each view cut by `cut_view` straight from DALI's output buffers."""
@@ -162,14 +204,19 @@ class DaliVideoLoader(VideoLoaderBase):
     """DALI decoding and augmentation; see the module docstring for why samples come from Python."""
 
     def __init__(self, cfg: LoaderConfig, rank: int = 0, world: int = 1,
-                 mask_generator: MaskGenerator | None = None, device_id: int | None = None,
+                 mask_generator: MaskGenerator | None = None, training_device: torch.device | None = None,
                  only_shards: Sequence[int] | None = None):
-        super().__init__(cfg, rank, world, mask_generator, only_shards)
-        self.device = resolve_device(cfg.device)
+        """training_device: where the batches are used; DALI then runs on that GPU (its index, not the
+        current device's) and copies onto it."""
+        device = resolve_device(cfg.device, training_device)
+        super().__init__(cfg, rank, world, mask_generator, only_shards,
+                         pin_memory=training_device is not None and training_device.type == "cuda")
+        self.device = device
         check_codec(self.shards, self.device, cfg.gpu_decode)
         self.device_id = None
         if self.device == "gpu":
-            self.device_id = device_id if device_id is not None else torch.cuda.current_device()
+            self.device_id = dali_device(training_device)[1]
+        self._copy = DaliToTorch(torch.device("cuda", self.device_id) if self.device == "gpu" else torch.device("cpu"))
         self.decodes, self.views_per_decode = cfg.view_layout()
         self.views_in_dali = cfg.views_in_dali(self.device)
         if self.device == "gpu" and not self.views_in_dali:
@@ -181,13 +228,17 @@ class DaliVideoLoader(VideoLoaderBase):
     def _start(self) -> None:
         self._stop()
         self._feeder = BatchFeeder(self.planner, self.planner.positions(self.epoch, self.next_index),
-                               self.decodes, self.views_per_decode, self.views_in_dali)
+                                   self.decodes, self.views_per_decode, self.views_in_dali,
+                                   depth=self.cfg.prefetch + 2)
         self._pipe = build_pipeline(self.cfg, self.device, self._feeder, self.cfg.batch_size, self.decodes,
                                     self.views_per_decode, self.device_id, self.views_in_dali)
         self._pipe.build()
 
     def _stop(self) -> None:
         super()._stop()
+        if self._feeder is not None:
+            self._feeder.close()
+        self._copy.before_run()
         self._pipe, self._feeder = None, None
 
     def _next(self) -> VideoBatch:
@@ -195,6 +246,7 @@ class DaliVideoLoader(VideoLoaderBase):
             self._start()
         while True:
             try:
+                self._copy.before_run()  # DALI reuses the last outputs' buffers from here
                 outputs = self._pipe.run()
                 break
             except RuntimeError as e:
@@ -202,26 +254,31 @@ class DaliVideoLoader(VideoLoaderBase):
                 self._start()
         plan = self._feeder.in_flight.popleft()
         if self.views_in_dali:
-            video = _to_torch(outputs, self.device, torch.float32 if self.cfg.handoff == "float32" else torch.uint8)
+            video = self._copy.copy(outputs, torch.float32 if self.cfg.handoff == "float32" else torch.uint8)
         else:
             video = views_from_frames(outputs, plan, self.views_per_decode, self.cfg)
+            if self.pin_memory:
+                video = video.pin_memory()
         return self._assemble(plan, video)
 
     def _recover(self, error: RuntimeError) -> None:
         """A decode failed somewhere in the batches in flight: find the samples DALI cannot decode and
-        skip them from now on (or raise under strict mode)."""
+        skip them from now on (or raise under strict mode). When every sample probed fails for one
+        reason, the machine is at fault: LoaderError naming the cause and the fix."""
         candidates = {s.index: s for plan in (self._feeder.in_flight if self._feeder else []) for s in plan.samples}
-        failures = ((s, self._decode_error(s)) for i, s in sorted(candidates.items()) if i not in self.planner.bad)
-        bad = [(s, why) for s, why in failures if why is not None]
-        self._stop()
+        self._stop()  # the read-ahead thread is done before the probes read
+        probed = [(s, self._decode_error(s)) for i, s in sorted(candidates.items()) if i not in self.planner.bad]
+        bad = [(s, why) for s, why in probed if why is not None]
         if not bad:
             raise LoaderError(f"the DALI pipeline failed, and no sample in flight fails on its own: "
                               f"{_last_line(error)}") from error
+        if len(probed) >= 2 and len(bad) == len(probed) and len({why for _, why in bad}) == 1:
+            raise LoaderError(machine_fault_message(bad[0][1], len(bad), self.device, self.cfg.gpu_decode)) from None
         if self.cfg.strict:
             s, why = bad[0]
             raise CorruptSampleError.for_sample(self.shards.shard_of(s.index), s.key, why) from None
-        for s, _ in bad:
-            self._mark_bad(s.index)
+        for s, why in bad:
+            self._mark_bad(s.index, why)
 
     def _decode_error(self, sample: SamplePlan) -> str | None:
         """Why this one sample does not decode in DALI with its planned frames (None: it decodes)."""
@@ -244,6 +301,32 @@ class DaliVideoLoader(VideoLoaderBase):
             return None
         except RuntimeError as e:
             return _cause(e)
+
+
+FAULT_HINTS = (  # (what the cause says, lower case) -> what to do
+    (("libnvcuvid", "nvcuvid", "cuvid"), "the NVIDIA video decoder library (libnvcuvid.so) is missing: in a "
+     "container, NVIDIA_DRIVER_CAPABILITIES must include 'video' (e.g. compute,utility,video); or decode on the "
+     "CPU with data.gpu_decode=false (VP9 shards)"),
+    (("out of memory", "memory allocation", "cudaerrormemoryallocation", "bad_alloc"), "DALI ran out of GPU "
+     "memory (torch holds most of it): lower data.prefetch or data.batch_size, or decode on the CPU with "
+     "data.gpu_decode=false"),
+    (("not supported", "unsupported", "codec"), "this GPU's decoder does not decode the shards' codec or profile: "
+     "decode on the CPU with data.gpu_decode=false (VP9 shards), or rebuild the shards with "
+     "`python -m dataprep.shards --codec h264`"),
+)
+
+
+def machine_fault_message(cause: str, samples: int, device: str, gpu_decode: bool) -> str:
+    """One line for a fault of the machine: every one of `samples` samples failed with `cause`."""
+    lower = cause.lower()
+    hint = next((h for keys, h in FAULT_HINTS if any(k in lower for k in keys)), None)
+    if hint is None:
+        hint = ("decode on the CPU with data.gpu_decode=false, or read with the reference loader "
+                "(data.loader=reference)") if device == "gpu" and gpu_decode else \
+            "check the shard set with `python -m dataprep.shards --verify DIR`, or read it with data.loader=reference"
+    where = "NVDEC on the GPU" if device == "gpu" and gpu_decode else f"DALI on the {device.upper()}"
+    return (f"every one of the {samples} samples probed fails to decode with {where}, for one reason: {cause}. "
+            f"That is the machine (or the whole shard set), not single bad samples: {hint}")
 
 
 def _cause(error: BaseException) -> str:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 
 import torch
 
 from salt.data.batch import MaskPrefetcher, VideoBatch
 from salt.data.config import LoaderConfig
-from salt.data.plan import BatchPlan, BatchPlanner, LoaderStats
+from salt.data.plan import BatchPlan, BatchPlanner, LoaderError, LoaderStats
 from salt.data.shardset import ShardSet
 from salt.masks import MaskGenerator
+
+BAD_WINDOW = 1000  # samples: the span over which data.max_bad_fraction is judged
 
 
 class VideoLoaderBase:
@@ -18,17 +21,20 @@ class VideoLoaderBase:
     restore the position (epoch, batches consumed) and the samples found undecodable."""
 
     def __init__(self, cfg: LoaderConfig, rank: int, world: int, mask_generator: MaskGenerator | None,
-                 only_shards: Sequence[int] | None = None):
-        """only_shards: precompute mode reads only these shard numbers (of them, rank r reads s % world == r)."""
+                 only_shards: Sequence[int] | None = None, pin_memory: bool = False):
+        """only_shards: precompute mode reads only these shard numbers (of them, rank r reads s % world == r).
+        pin_memory: the batches go to a GPU: host tensors (labels, masks, CPU-made clips) come page-locked."""
         cfg.validate()
         self.cfg = cfg
         self.rank, self.world = rank, world
+        self.pin_memory = pin_memory
         self.shards = ShardSet(cfg.shards, verify=cfg.verify_shards)
         self.planner = BatchPlanner(self.shards, cfg, rank, world, only_shards)
-        self.masks = MaskPrefetcher(mask_generator, cfg.seed, rank)
+        self.masks = MaskPrefetcher(mask_generator, cfg.seed, rank, pin=pin_memory)
         self.stats = LoaderStats()
         self.epoch, self.next_index = 0, 0
         self._new_bad: list[tuple[str, str]] = []  # (key, shard) found bad since take_new_bad()
+        self._bad_at: deque[int] = deque()  # samples delivered when each recent bad sample was found
 
     def __len__(self) -> int:
         return self.planner.batches_per_epoch
@@ -59,12 +65,25 @@ class VideoLoaderBase:
         """Drop any work in flight (the next batch is produced from the current position)."""
         self.masks.reset()
 
-    def _mark_bad(self, index: int) -> None:
-        if index not in self.planner.bad:
-            self.planner.bad.add(index)
-            self.stats.bad_samples += 1
-            self.stats.bad_keys.append(self.shards.keys[index])
-            self._new_bad.append((self.shards.keys[index], self.shards.shard_of(index)))
+    def _mark_bad(self, index: int, reason: str = "") -> None:
+        """Skips sample `index` from now on. Raises LoaderError when more than data.max_bad_fraction of the
+        last BAD_WINDOW samples failed: a run that would quietly eat its data set stops instead."""
+        if index in self.planner.bad:
+            return
+        self.planner.bad.add(index)
+        self.stats.bad_samples += 1
+        self.stats.bad_keys.append(self.shards.keys[index])
+        self._new_bad.append((self.shards.keys[index], self.shards.shard_of(index)))
+        seen = self.stats.samples
+        self._bad_at.append(seen)
+        while self._bad_at and self._bad_at[0] < seen - BAD_WINDOW:
+            self._bad_at.popleft()
+        if len(self._bad_at) > self.cfg.max_bad_fraction * BAD_WINDOW:
+            why = f" (the last: {reason})" if reason else ""
+            raise LoaderError(f"{len(self._bad_at)} samples failed to decode within {BAD_WINDOW} samples, more than "
+                              f"data.max_bad_fraction={self.cfg.max_bad_fraction:g} of them{why}: the machine or the "
+                              f"shard set is at fault (`python -m dataprep.shards --verify {self.shards.root}` "
+                              "checks the shards)")
 
     def take_new_bad(self) -> list[tuple[str, str]]:
         """(key, shard) of each sample found undecodable (and skipped) since the last call."""
@@ -80,13 +99,16 @@ class VideoLoaderBase:
                 e, i = e + 1, 0
             upcoming.append((e, i))
             i += 1
+        labels = [s.view_labels[j] for j in range(v) for s in plan.samples]
+        label_tensor = torch.tensor(labels, dtype=torch.long)
         return VideoBatch(
             video=video,
-            labels=torch.tensor([s.view_labels[j] for j in range(v) for s in plan.samples], dtype=torch.long),
+            labels=label_tensor.pin_memory() if self.pin_memory else label_tensor,
             keys=[s.key for _ in range(v) for s in plan.samples],
             view_ids=torch.tensor([s.views[j][0] for j in range(v) for s in plan.samples], dtype=torch.long),
             masks=self.masks.get(video.shape[0], plan.epoch, plan.index, upcoming),
-            epoch=plan.epoch, index=plan.index, valid=plan.valid, norm=self.cfg.pixel_norm())
+            epoch=plan.epoch, index=plan.index, valid=plan.valid, norm=self.cfg.pixel_norm(),
+            unlabelled=sum(label < 0 for label in labels))
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batch": self.next_index,

@@ -18,20 +18,20 @@ LOADERS = ("dali", "reference")  # DALI (GPU or CPU decoding) | torch DataLoader
 def open_loader(cfg: LoaderConfig, kind: str = "dali", *, rank: int = 0, world: int = 1,
                 mask_generator: MaskGenerator | None = None, device: torch.device | None = None,
                 only_shards: Sequence[int] | None = None) -> VideoLoaderBase:
-    """device: where the batches are used; a CUDA device gives DALI its GPU (decoding there when
-    cfg.device allows). only_shards: read only these shard numbers (the target cache job)."""
+    """device: where the batches are used; a CUDA device gives DALI that GPU (decoding there when
+    cfg.device allows) and makes host tensors come pinned. only_shards: read only these shard numbers
+    (the target cache job)."""
     if not cfg.shards:
         raise ValueError("no shard set: pass a folder made by dataprep.shards")
     keep_freed_memory()  # batch-sized host tensors every step: see salt.host_memory
     if kind == "dali":
         from salt.data.dali_loader import DaliVideoLoader
 
-        device_id = (device.index or 0) if device is not None and device.type == "cuda" else None
-        return DaliVideoLoader(cfg, rank=rank, world=world, mask_generator=mask_generator, device_id=device_id,
+        return DaliVideoLoader(cfg, rank=rank, world=world, mask_generator=mask_generator, training_device=device,
                                only_shards=only_shards)
     if kind == "reference":
         from salt.data.reference_loader import ReferenceVideoLoader
 
         return ReferenceVideoLoader(cfg, rank=rank, world=world, mask_generator=mask_generator,
-                                    only_shards=only_shards)
+                                    only_shards=only_shards, pin_memory=device is not None and device.type == "cuda")
     raise ValueError(f"unknown loader {kind!r}; expected one of {LOADERS}")

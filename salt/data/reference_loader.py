@@ -112,8 +112,10 @@ class _SampleFailed(Exception):
 
 class ReferenceVideoLoader(VideoLoaderBase):
     def __init__(self, cfg: LoaderConfig, rank: int = 0, world: int = 1,
-                 mask_generator: MaskGenerator | None = None, only_shards: Sequence[int] | None = None):
-        super().__init__(cfg, rank, world, mask_generator, only_shards)
+                 mask_generator: MaskGenerator | None = None, only_shards: Sequence[int] | None = None,
+                 pin_memory: bool = False):
+        """pin_memory: the batches go to a GPU: DataLoader pins them, so their copy there is asynchronous."""
+        super().__init__(cfg, rank, world, mask_generator, only_shards, pin_memory=pin_memory)
         self._it: Iterator | None = None
 
     def _start(self) -> None:
@@ -122,7 +124,7 @@ class ReferenceVideoLoader(VideoLoaderBase):
         workers = min(self.cfg.threads, len(self) - self.next_index)
         dl = DataLoader(ds, batch_size=None, num_workers=workers, prefetch_factor=self.cfg.prefetch if workers else None,
                         persistent_workers=False, multiprocessing_context=loader_context([__name__]) if workers else None,
-                        worker_init_fn=_leave_signals_to_the_job if workers else None)
+                        worker_init_fn=_leave_signals_to_the_job if workers else None, pin_memory=self.pin_memory)
         self._it = iter(dl)
         _workers.update(getattr(self._it, "_workers", []))
 

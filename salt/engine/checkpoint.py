@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from salt.atomic import write_error, write_text_atomic
-from salt.engine.distributed import barrier
+from salt.engine.collectives import barrier
 from salt.engine.stopping import collective_failed
 
 COMPLETE = "COMPLETE"

@@ -11,7 +11,7 @@ from torch import nn
 
 from salt.config import Config, ConfigError
 from salt.objectives.base import Objective
-from salt.precision import torch_dtype
+from salt.precision import Precision, torch_dtype
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,8 +74,30 @@ def autocast_dtype(ds: dict[str, Any]) -> torch.dtype | None:
     return None
 
 
+def with_precision(ds: dict[str, Any], precision: Precision) -> dict[str, Any]:
+    """The DeepSpeed config computing in `precision`: torch_autocast on with its dtype (the JSON's other
+    autocast keys kept), or off for fp32 (and DeepSpeed's bf16/fp16 weight modes off with it)."""
+    out = dict(ds)
+    autocast = dict(out.get("torch_autocast", {}))
+    if precision.autocast is None:
+        autocast["enabled"] = False
+        for key in ("bf16", "fp16"):
+            if out.get(key, {}).get("enabled"):
+                out[key] = {**out[key], "enabled": False}
+    else:
+        autocast.update(enabled=True, dtype={"bf16": "bfloat16", "fp16": "float16"}[precision.name])
+    out["torch_autocast"] = autocast
+    return out
+
+
 def zero_stage(ds: dict[str, Any]) -> int:
     return int(ds.get("zero_optimization", {}).get("stage", 0))
+
+
+def offloads_optimizer(ds: dict[str, Any]) -> bool:
+    """Whether ZeRO keeps the optimizer state on the CPU (ZeRO-Offload): it then steps there."""
+    device = ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
+    return device in ("cpu", "nvme")
 
 
 class TrainableParts(nn.Module):

@@ -7,7 +7,6 @@ fail to decode are skipped, each logged once on the main rank's console, and lis
 
 from __future__ import annotations
 
-import math
 import shutil
 import signal
 import sys
@@ -25,15 +24,26 @@ from salt.config import Config, ConfigError, dump_config, from_dict, to_dict
 from salt.data.batch import VideoBatch
 from salt.data.loaders import open_loader
 from salt.data.train_clip import wasted_decode_note
+from salt.engine import collectives
 from salt.engine.checkpoint import incomplete_tags, latest_tag, load_checkpoint, save_checkpoint, tag_for
-from salt.engine.deepspeed_setup import TrainableParts, autocast_dtype, load_ds_config, reconcile, zero_stage
-from salt.engine.distributed import DistInfo, all_gather_objects, barrier, mean_across_ranks
+from salt.engine.deepspeed_setup import (
+    TrainableParts,
+    autocast_dtype,
+    load_ds_config,
+    offloads_optimizer,
+    reconcile,
+    with_precision,
+    zero_stage,
+)
+from salt.engine.distributed import DistInfo
+from salt.engine.rng import rng_state, set_rng_state
 from salt.engine.stopping import FirstSignal, LauncherWatch, collective_failed, collective_reason
 from salt.health import health_metrics
-from salt.metrics import MetricsLogger, Window, peak_tflops
+from salt.metrics import MetricsLogger, Window, memory_stats, peak_tflops
 from salt.models.blocks import set_block_options
 from salt.models.io import EXPORT_DIR, encoder_fingerprint, export_encoder
-from salt.optim import apply_schedule, build_optimizer
+from salt.optim import apply_schedule, build_optimizer, optimizer_kind
+from salt.precision import Precision, resolve_precision, short_name, weights_dtype
 from salt.resume import changed_settings, describe_changes
 from salt.stages import build_objective, objective_class
 from salt.targets.fingerprint import teacher_fingerprint
@@ -44,7 +54,7 @@ from salt.targets.reader import TargetCache, TargetPrefetcher
 RESUMABLE_CHANGES = {"run.steps", "run.stop_after", "run.log_every", "run.checkpoint_every", "run.keep_checkpoints",
                      "run.tensorboard", "run.probe_every", "run.probe_shards", "run.probe_samples", "run.threads",
                      "run.compile", "model.grad_checkpointing", "data.threads", "data.prefetch", "data.loader",
-                     "data.strict"}
+                     "data.strict", "run.peer_timeout_s"}
 
 
 class TrainingError(RuntimeError):
@@ -55,30 +65,48 @@ class LostRankError(TrainingError):
     """A collective failed: another rank is gone (killed, crashed). The run resumes from its latest checkpoint."""
 
 
-def open_target_cache(cfg: Config) -> TargetCache:
-    """The student stage's target cache, refused when made for another teacher, geometry or view recipe."""
-    cache = TargetCache(cfg.targets.cache, pin_memory=torch.cuda.is_available())
+def open_target_cache(cfg: Config, device: torch.device) -> TargetCache:
+    """The student stage's target cache, refused when made for another teacher, geometry or view recipe.
+    Rows are read into pinned memory for a GPU, so their copy there is asynchronous."""
+    cache = TargetCache(cfg.targets.cache, pin_memory=device.type == "cuda")
     fingerprint = teacher_fingerprint(cfg.teacher.path) if cfg.teacher.path else None
     cache.check_run(cfg.data, cfg.model.patch_size, cfg.model.tubelet_size, fingerprint)
     return cache
 
 
+def resolved_config(cfg: Config, device: torch.device, ds: dict) -> tuple[Config, Precision]:
+    """The run config with what `auto` means on this device written in (run.precision, teacher.dtype):
+    what config.yaml keeps, and what a --resume compares."""
+    precision = resolve_precision(cfg.run.precision, device, autocast_dtype(ds))
+    teacher = short_name(weights_dtype(cfg.teacher.dtype, precision.name))
+    return replace(cfg, run=replace(cfg.run, precision=precision.name),
+                   teacher=replace(cfg.teacher, dtype=teacher)), precision
+
+
 class Trainer:
     def __init__(self, cfg: Config, dist: DistInfo, resume: bool = False):
-        self.cfg, self.dist = cfg, dist
         self.run_dir = Path(cfg.run.dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
+        ds_json = load_ds_config(cfg.run.deepspeed_config)
+        cfg, self.precision = resolved_config(cfg, dist.device, ds_json)
+        self.cfg, self.dist = cfg, dist
         self._check_run_dir(resume)  # nothing is written until the trainer is built (a refused run leaves no trace)
 
-        ds_cfg = reconcile(load_ds_config(cfg.run.deepspeed_config), cfg, dist.world)
+        ds_cfg = with_precision(reconcile(ds_json, cfg, dist.world), self.precision)
         self.zero_stage = zero_stage(ds_cfg)
-        self.compute_dtype = autocast_dtype(ds_cfg)
+        self.compute_dtype = self.precision.autocast
+        if cfg.run.compile and self.zero_stage == 3:
+            raise ConfigError("run.compile compiles each block in place, under DeepSpeed's ZeRO-3 parameter hooks, "
+                              "which then gather and release the weights outside the compiled graphs: use ZeRO "
+                              "stage 1 or 2 with run.compile, or run.compile=false with ZeRO 3")
+        if dist.device.type == "cuda" and self.compute_dtype is None:
+            torch.set_float32_matmul_precision("high")  # fp32 matmuls on TF32 tensor cores (the peak below is TF32's)
         # measured (on a CPU) before any loader thread starts competing for the cores
         peak, source = peak_tflops(dist.device, self.compute_dtype, cfg.run.peak_tflops)
         stage = objective_class(cfg.stage)
         self.mask_generator = build_masks(cfg) if stage.uses_masks else None
         # a stage fed by a teacher, from a target cache: each sample loads one of the cache's K views per epoch
-        self.targets = open_target_cache(cfg) if stage.uses_teacher and cfg.targets.cache else None
+        self.targets = open_target_cache(cfg, dist.device) if stage.uses_teacher and cfg.targets.cache else None
         data = replace(cfg.data, cached_views=self.targets.num_views) if self.targets else cfg.data
         if not data.shards:
             raise ConfigError("no training data: pass --shards shards/NAME (a folder made by dataprep.shards)")
@@ -98,7 +126,9 @@ class Trainer:
                               "exported checkpoints with python -m salt.eval.probe)")
         if stage.needs_full_parameters and self.zero_stage == 3:
             raise ConfigError(f"the {cfg.stage} stage's per-step update reads full parameters: use ZeRO stage 1 or 2")
-        optimizer = build_optimizer(self.objective.trainable_modules(), cfg.optim)
+        offload = offloads_optimizer(ds_cfg)
+        self.optimizer_kind = optimizer_kind(dist.device, offload)
+        optimizer = build_optimizer(self.objective.trainable_modules(), cfg.optim, device=dist.device, offload=offload)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=TrainableParts(self.objective),
                                                                  optimizer=optimizer, config=ds_cfg)
         self.teacher_fingerprint = encoder_fingerprint(cfg.teacher.path) if stage.uses_teacher and \
@@ -123,9 +153,10 @@ class Trainer:
                                      dist.is_main, cfg.run.tensorboard, resume_step=self.step if resume else None)
         if dist.is_main:
             print(f"[{cfg.stage}] {self.num_params() / 1e6:.2f}M trained parameters, world {dist.world}, "
-                  f"ZeRO {self.zero_stage}, {self.compute_dtype or torch.float32} compute, "
+                  f"{dist.device.type} ({dist.backend}), ZeRO {self.zero_stage}, AdamW {self.optimizer_kind}, "
                   f"{len(self.loader)} batches/epoch, peak {peak:.3g} TFLOP/s ({source}), run {self.run_dir}",
                   flush=True)
+            print(f"[{cfg.stage}] precision {self.precision.describe()}", flush=True)
             wasted = wasted_decode_note(self.loader.shards.manifest, cfg.data.frame_stride)
             if wasted:
                 print(wasted, flush=True)
@@ -148,13 +179,22 @@ class Trainer:
                 try:
                     # through the config tree: a key added since the run started reads as its default
                     old = to_dict(from_dict(Config, yaml.safe_load(saved.read_text()) or {}))
+                    # a run folder from before precisions were recorded: its "auto" meant what it means here
+                    for section, key in (("run", "precision"), ("teacher", "dtype")):
+                        if old[section][key] == "auto":
+                            old[section][key] = getattr(getattr(self.cfg, section), key)
                     changes = changed_settings(old, to_dict(self.cfg), ignore=RESUMABLE_CHANGES)
                 except (yaml.YAMLError, ConfigError) as e:
                     raise ConfigError(f"--resume: {saved} is not a config this program wrote "
                                       f"({_first_line(e)}); start a new --run-dir") from None
                 if changes:
-                    raise ConfigError(f"--resume with a different config ({describe_changes(changes)}); resume with "
-                                      f"the run's {saved} or start a new --run-dir")
+                    hint = ""
+                    if any(key == "run.precision" for key, *_ in changes):
+                        hint = (f"; run.precision={self.cfg.run.precision} is what "
+                                f"{'auto chose on this machine' if 'auto' in self.precision.reason else 'was asked'}:"
+                                f" pass --run.precision={old['run']['precision']} to continue in the run's precision")
+                    raise ConfigError(f"--resume with a different config ({describe_changes(changes)}){hint}; resume "
+                                      f"with the run's {saved} or start a new --run-dir")
         elif latest_tag(self.ckpt_dir):
             raise ConfigError(f"{self.run_dir} already holds checkpoints: pass --resume to continue it, or choose "
                               "another --run-dir")
@@ -169,7 +209,7 @@ class Trainer:
                 shutil.rmtree(self.ckpt_dir / tag, ignore_errors=True)
                 print(f"removed incomplete checkpoint {self.ckpt_dir / tag} (the run stopped while writing it)",
                       flush=True)
-        barrier()
+        collectives.barrier()
 
     def num_params(self) -> int:
         return sum(p.numel() for m in self.objective.trainable_modules() for p in m.parameters())
@@ -196,22 +236,30 @@ class Trainer:
                 stop.uninstall()
 
     def _train(self, stop: FirstSignal) -> dict | None:
+        """The loop performs no host read of a device value on a step that does not log: losses, the grad
+        norm and the stage's metrics stay on the device in the Window, and the log step reads them at once
+        (tests/test_device_logic.py counts the reads)."""
         cfg, total = self.cfg, self.cfg.run.steps
         end = min(total, cfg.run.stop_after) if cfg.run.stop_after else total
         batches = self.loader.endless()
-        window, last_row = Window(), None
+        window, last_row, first = None, None, self.step + 1
+        device = self.dist.device
         self.engine.train()
         while self.step < end:
-            t0 = time.perf_counter()
+            window = window or Window()
             data_s, clips, flops, losses = 0.0, 0, 0.0, []
             lr, wd = apply_schedule(self.optimizer, self.step, total, cfg.optim)
             for _ in range(cfg.optim.accumulation):
                 t_data = time.perf_counter()
                 batch = next(batches)
-                video = batch.model_input(self.dist.device)  # (B * V, C, T, H, W) float, normalised
-                masks = [m.to(self.dist.device, non_blocking=True) for m in batch.masks] if batch.masks else None
+                video = batch.model_input(device)  # (B * V, C, T, H, W) float, normalised
+                # pinned host tensors (loaders pin for a GPU): asynchronous copies
+                masks = [m.to(device, non_blocking=True) for m in batch.masks] if batch.masks else None
                 targets = self._cached_targets(batch) if self.targets else None  # (B, N, D) float32
-                labels = batch.labels.to(self.dist.device) if self.objective.needs_labels else None  # (B,)
+                if self.objective.needs_labels and batch.unlabelled:
+                    raise TrainingError(f"the {cfg.stage} stage got {batch.unlabelled} unlabelled samples (label -1) "
+                                        f"in batch {batch.index}: train it on labelled shards")
+                labels = batch.labels.to(device, non_blocking=True) if self.objective.needs_labels else None  # (B,)
                 data_s += time.perf_counter() - t_data
                 out = self.engine(video, masks, targets=targets, labels=labels)
                 self.engine.backward(out.loss)
@@ -221,26 +269,26 @@ class Trainer:
                 flops += self.objective.step_flops(batch.masks, cached_targets=targets is not None
                                                    ).train_step * video.shape[0]
             self.objective.after_step(self.step, total)
-            loss = float(torch.stack(losses).float().mean())  # waits for the step to finish
-            if not math.isfinite(loss):
-                raise TrainingError(f"loss became {loss} at step {self.step + 1}; lower optim.lr or check the data")
             self.step += 1
             self.flops_done += flops * self.dist.world
-            window.add(clips=clips, data_s=data_s, total_s=time.perf_counter() - t0, flops=flops, loss=loss,
-                       grad_norm=_as_float(self.engine.get_global_grad_norm()), extra=out.metrics)
-            # step boundary: one all-reduce says whether any rank was signalled or skipped a sample
+            window.add(clips=clips, data_s=data_s, flops=flops,
+                       loss=losses[0] if len(losses) == 1 else torch.stack(losses).mean(),
+                       grad_norm=self.engine.get_global_grad_norm(), extra=out.metrics)
+            if self.step == first:  # ranks start (build, compile, first batches) at their own pace
+                collectives.barrier()
+            # step boundary: one exchange over the control group says whether any rank was signalled or
+            # skipped a sample
             stopping = self._boundary(stop)
             probing = bool(cfg.run.probe_every) and (self.step % cfg.run.probe_every == 0 or self.step == end)
             if self.step % cfg.run.log_every == 0 or self.step == end or probing or (stopping and window.steps):
-                mean_loss = mean_across_ranks([sum(window.losses) / len(window.losses)])[0]
-                extra = {k: sum(v) / len(v) for k, v in window.extra.items()}
-                extra["bad_samples"] = len(self.bad_keys)
-                extra.update(self._health(out.features))
+                extra = {"bad_samples": len(self.bad_keys)}
                 if probing:
-                    extra.update(self._probe())
-                last_row = self.metrics.record(self.step, batch.epoch, window, lr, wd, mean_loss,
-                                               self.dist.device, extra)
-                window = Window()
+                    extra.update(self._probe(window))
+                    collectives.barrier()  # the other ranks wait here for the main rank's probe
+                values = self._read_window(window, out.features)
+                last_row = self.metrics.record(self.step, batch.epoch, window, window.elapsed_s(), lr, wd,
+                                               {**values, **extra})
+                window = None
             if self.step % cfg.run.checkpoint_every == 0 or self.step == end or stopping:
                 self.checkpoint()
                 # a signal during the checkpoint: stop on it now rather than after one more step
@@ -253,27 +301,55 @@ class Trainer:
                 "stage": cfg.stage, "step": self.step, "steps": total, "finished": self.step >= total,
                 "stopped_by": self.stopped_by or ("run.stop_after" if self.step < total else None),
                 "train_flops": self.flops_done, "final_loss": last_row["loss"], "world": self.dist.world,
+                "precision": cfg.run.precision, "device": str(self.dist.device),
                 "trained_params": self.num_params(), "bad_samples": len(self.bad_keys),
                 "bad_keys": sorted(self.bad_keys), "last_window": last_row})
         return last_row
 
-    def _probe(self) -> dict[str, float]:
-        """The k-NN probe on the main rank (the others wait at the next collective)."""
+    def _read_window(self, window: Window, features: torch.Tensor | None) -> dict[str, float | None]:
+        """The window's losses and metrics, and this step's feature health, averaged over ranks on the device
+        and read back with one transfer; memory is the maximum over ranks. Raises TrainingError when a
+        loss of the window was not finite."""
+        device = self.dist.device
+        names, parts = ["loss", "nonfinite"], []
+        losses = torch.stack(window.losses).float()  # (steps,)
+        parts += [losses.mean(), (~torch.isfinite(losses)).float().sum()]
+        host: dict[str, list[float]] = {}
+        series = {"grad_norm": window.grad_norms, **window.extra}
+        health = health_metrics(features)
+        for key, values in series.items():
+            if values and all(isinstance(v, torch.Tensor) for v in values):
+                names.append(key)
+                parts.append(torch.stack([v.detach().float().to(device) for v in values]).mean())
+            elif values:  # numbers known on the host (context fractions; DeepSpeed's norm as a float)
+                host[key] = [float(v) for v in values if not isinstance(v, torch.Tensor)]
+        for key, value in health.items():
+            names.append(key)
+            parts.append(value.float())
+        reduced = collectives.mean(torch.stack([p.reshape(()).to(device) for p in parts]))
+        read = dict(zip(names, reduced.tolist(), strict=True))  # the window's one host read
+        if read.pop("nonfinite") > 0:
+            raise TrainingError(f"the loss became non-finite between steps {self.step - window.steps + 1} and "
+                                f"{self.step}; lower optim.lr or check the data")
+        for key, values in host.items():
+            finite = [v for v in values if v == v and abs(v) != float("inf")]
+            read[key] = sum(finite) / len(finite) if finite else None
+        memory = collectives.gather_objects(memory_stats(device))
+        read.update({k: max(m[k] for m in memory) for k in memory[0]})
+        if "feature_std" in read and read["feature_std"] != read["feature_std"]:  # NaN: a batch of one clip
+            read.pop("feature_std")
+            read.pop("rankme", None)
+        return read
+
+    def _probe(self, window: Window) -> dict[str, float]:
+        """The k-NN probe on the main rank; its time is left out of the window's step time."""
         if self.checkpoint_probe is None:
             return {}
         t0 = time.perf_counter()
         result = self.checkpoint_probe(self.objective.exported_encoder())
         result["probe_s"] = time.perf_counter() - t0
+        window.excluded_s += result["probe_s"]
         return result
-
-    def _health(self, features: torch.Tensor | None) -> dict[str, float]:
-        """Feature std and RankMe of the trained encoder on this step's batch, averaged over ranks."""
-        health = health_metrics(features)
-        if self.dist.world > 1:  # every rank takes part, whatever its batch gave
-            keys = ("feature_std", "rankme")
-            values = mean_across_ranks([health.get(k, float("nan")) for k in keys])
-            health = {k: v for k, v in zip(keys, values, strict=True) if math.isfinite(v)}
-        return health
 
     def _boundary(self, stop: FirstSignal, bad: bool = True) -> str | None:
         """Collective: the stop signal if any rank got one (all ranks then stop after this step); with
@@ -281,11 +357,9 @@ class Trainer:
         new_bad = self.loader.take_new_bad() if bad else []
         code = int(signal.Signals[stop.signame]) if stop.signame else 0
         if self.dist.world > 1:
-            flags = torch.tensor([code, len(new_bad)], dtype=torch.int64, device=self.dist.device)
-            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-            code, any_bad = (int(x) for x in flags.tolist())
+            code, any_bad = collectives.max_flags([code, len(new_bad)])
             if any_bad:
-                new_bad = [item for rank_bad in all_gather_objects(new_bad) for item in rank_bad]
+                new_bad = [item for rank_bad in collectives.gather_objects(new_bad) for item in rank_bad]
         for key, shard in new_bad:
             if key not in self.bad_keys:
                 self.bad_keys.add(key)
@@ -307,8 +381,8 @@ class Trainer:
         return {
             "step": self.step,
             "flops_done": self.flops_done,
-            "loader": all_gather_objects(self.loader.state_dict()),
-            "rng": all_gather_objects(torch.get_rng_state()),
+            "loader": collectives.gather_objects(self.loader.state_dict()),
+            "rng": collectives.gather_objects(rng_state(self.dist.device)),
             "config": to_dict(self.cfg),
             "teacher_fingerprint": self.teacher_fingerprint,
             **self.objective.extra_state(),
@@ -337,7 +411,7 @@ class Trainer:
                 write()
         else:
             write()
-        barrier()
+        collectives.barrier()
 
     def _resume(self) -> None:
         tag = latest_tag(self.ckpt_dir)
@@ -358,7 +432,7 @@ class Trainer:
                       f"start of epoch {loaders[0]['epoch']}", flush=True)
         rngs = state.get("rng", [])
         if len(rngs) == self.dist.world:
-            torch.set_rng_state(rngs[self.dist.rank])
+            set_rng_state(rngs[self.dist.rank], self.dist.device)
         self.objective.load_extra_state(state)
         if self.dist.is_main:
             print(f"resumed from {self.ckpt_dir / tag} at step {self.step}", flush=True)
@@ -375,8 +449,3 @@ def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
-
-def _as_float(x) -> float | None:
-    if x is None:
-        return None
-    return float(x.item() if isinstance(x, torch.Tensor) else x)

@@ -45,5 +45,5 @@ class CheckpointProbe:
         if len(classes) < 2 or classes != query_classes:
             raise ValueError(f"run.probe_shards {self.query_cfg.shards} must be labelled with the training "
                              f"shards' classes ({classes}), has {query_classes}")
-        est = bootstrap(knn_correct(bank, query, len(classes), k=self.k).numpy())
+        est = bootstrap(knn_correct(bank, query, len(classes), k=self.k, device=self.device).numpy())
         return {"knn_top1": est.mean, "knn_low": est.low, "knn_high": est.high}

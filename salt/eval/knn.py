@@ -10,25 +10,30 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from salt.eval.features import FeatureSet
+from salt.eval.features import FeatureSet, to_device
 
 
-def pooled(features: FeatureSet) -> torch.Tensor:
-    """(S, V, N, D) tokens -> (S, V, D) mean over tokens, float32."""
-    return features.tokens.float().mean(2)
+def pooled(features: FeatureSet, device: torch.device | None = None, chunk: int = 256) -> torch.Tensor:
+    """(S, V, N, D) tokens -> (S, V, D) mean over tokens, float32, on `device` (pooled there, in chunks)."""
+    device = device or torch.device("cpu")
+    parts = [to_device(t, device).float().mean(2) for t in features.tokens.split(chunk)]
+    return torch.cat(parts) if parts else torch.zeros(0, *features.tokens.shape[1:2], features.tokens.shape[-1])
 
 
 def knn_correct(train: FeatureSet, val: FeatureSet, num_classes: int, *, k: int = 20,
-                temperature: float = 0.07) -> torch.Tensor:
-    """(S_val,) bool: whether each validation sample's k-NN vote is its label. Every training view is
-    one neighbour candidate; a validation sample's views are averaged before normalising."""
-    bank = F.normalize(pooled(train).flatten(0, 1), dim=-1)  # (S * V, D)
-    bank_labels = train.labels.repeat_interleave(train.tokens.shape[1])  # (S * V,)
-    query = F.normalize(pooled(val).mean(1), dim=-1)  # (S_val, D)
+                temperature: float = 0.07, device: torch.device | None = None) -> torch.Tensor:
+    """(S_val,) bool (on the CPU): whether each validation sample's k-NN vote is its label, computed on
+    `device`. Every training view is one neighbour candidate; a validation sample's views are averaged
+    before normalising."""
+    device = device or torch.device("cpu")
+    bank = F.normalize(pooled(train, device).flatten(0, 1), dim=-1)  # (S * V, D)
+    bank_labels = train.labels.repeat_interleave(train.tokens.shape[1]).to(device)  # (S * V,)
+    query = F.normalize(pooled(val, device).mean(1), dim=-1)  # (S_val, D)
     k = min(k, len(bank))
     out = []
     for chunk in query.split(1024):
         sim, idx = (chunk @ bank.T).topk(k, dim=-1)  # (b, k)
-        votes = torch.zeros(len(chunk), num_classes).scatter_add_(1, bank_labels[idx], (sim / temperature).exp())
+        votes = torch.zeros(len(chunk), num_classes, device=device).scatter_add_(1, bank_labels[idx],
+                                                                                 (sim / temperature).exp())
         out.append(votes.argmax(-1))
-    return torch.cat(out) == val.labels
+    return torch.cat(out).cpu() == val.labels

@@ -32,10 +32,13 @@ from torch import nn
 from salt.atomic import write_json_atomic
 from salt.data.config import LoaderConfig
 from salt.data.loaders import LOADERS, open_loader
-from salt.eval.features import FeatureSet, extract_features
+from salt.devices import process_device
+from salt.eval.features import FeatureSet, extract_features, to_device
 from salt.eval.intervals import Estimate, bootstrap, chance_band
 from salt.eval.knn import knn_correct
 from salt.models.attentive_pool import AttentiveProbe
+
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -98,37 +101,42 @@ def _examples(data: FeatureSet, samples: torch.Tensor | None = None) -> tuple[to
 
 
 def _fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, s: ProbeSettings, *, weight_decay: float,
-         epochs: int, seed: int, checkpoints: dict[int, list[FeatureSet]] | None = None) -> tuple[nn.Module, dict]:
-    """One probe: linear warm-up then constant learning rate, so that stopping at any epoch is the same
-    run as training for that many epochs (the selection runs and the final runs agree).
+         epochs: int, seed: int, checkpoints: dict[int, list[FeatureSet]] | None = None,
+         device: torch.device = CPU) -> tuple[nn.Module, dict]:
+    """One probe, trained on `device` (the features stay on the host; each batch is copied there):
+    linear warm-up then constant learning rate, so that stopping at any epoch is the same run as
+    training for that many epochs (the selection runs and the final runs agree).
     checkpoints {epoch: [sets]}: top-1 on each set at that epoch."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    probe = AttentiveProbe(x.shape[-1], num_classes, num_heads=s.heads)
+    probe = AttentiveProbe(x.shape[-1], num_classes, num_heads=s.heads).to(device)
     opt = torch.optim.AdamW(probe.parameters(), lr=s.lr, weight_decay=weight_decay)
     per_epoch = math.ceil(len(x) / s.batch_size)
     warmup = max(1, s.warmup_epochs * per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+    y_dev = y.to(device)
     seen: dict[int, list[float]] = {}
     for epoch in range(1, epochs + 1):
         probe.train()
         for idx in torch.randperm(len(x), generator=g).split(s.batch_size):
-            loss = F.cross_entropy(probe(x[idx].float()), y[idx])
+            loss = F.cross_entropy(probe(to_device(x[idx], device).float()), y_dev[idx.to(device)])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
         if checkpoints and epoch in checkpoints:
-            seen[epoch] = [float(predict(probe, d).eq(d.labels).float().mean()) for d in checkpoints[epoch]]
+            seen[epoch] = [float(predict(probe, d, device=device).eq(d.labels).float().mean())
+                           for d in checkpoints[epoch]]
     return probe, seen
 
 
 def train_probe(train: FeatureSet, val: FeatureSet, num_classes: int, settings: ProbeSettings | None = None,
-                seed: int = 0) -> AttentiveResult:
+                seed: int = 0, device: torch.device | None = None) -> AttentiveResult:
     """train.tokens (S, V, N, D): each (sample, view) is one training example; val.tokens (S', V', N, D):
     logits averaged over V'. Chooses epochs and weight decay on a held-out split of the training samples,
     then trains `settings.seeds` probes on all of them."""
     s = settings or ProbeSettings()
+    device = device or torch.device("cpu")
     t0 = time.perf_counter()
     # held out by source video: two views of one video never sit on both sides
     keys = train.keys or [str(i) for i in range(len(train.labels))]
@@ -146,7 +154,7 @@ def train_probe(train: FeatureSet, val: FeatureSet, num_classes: int, settings: 
         fit_eval = FeatureSet(fit.tokens[:, :1], fit.labels)
         for wd in s.weight_decays:
             _, seen = _fit(x, y, num_classes, s, weight_decay=wd, epochs=s.max_epochs, seed=seed,
-                           checkpoints={e: [fit_eval, held] for e in candidates})
+                           checkpoints={e: [fit_eval, held] for e in candidates}, device=device)
             for epoch in candidates:
                 fit_top1, held_top1 = seen[epoch]
                 curve.append({"weight_decay": wd, "epoch": epoch, "fit_top1": fit_top1, "heldout_top1": held_top1})
@@ -157,30 +165,33 @@ def train_probe(train: FeatureSet, val: FeatureSet, num_classes: int, settings: 
     train_eval = FeatureSet(train.tokens[:, :1], train.labels)
     correct, train_top1 = [], []
     for k in range(s.seeds):
-        probe, _ = _fit(x, y, num_classes, s, weight_decay=wd, epochs=epochs, seed=seed + k)
-        correct.append(predict(probe, val).eq(val.labels))
-        train_top1.append(float(predict(probe, train_eval).eq(train.labels).float().mean()))
+        probe, _ = _fit(x, y, num_classes, s, weight_decay=wd, epochs=epochs, seed=seed + k, device=device)
+        correct.append(predict(probe, val, device=device).eq(val.labels))
+        train_top1.append(float(predict(probe, train_eval, device=device).eq(train.labels).float().mean()))
     return AttentiveResult(torch.stack(correct), train_top1, epochs, wd, heldout_top1, curve,
                            time.perf_counter() - t0)
 
 
 @torch.no_grad()
-def predict(probe: nn.Module, data: FeatureSet, batch_size: int = 256) -> torch.Tensor:
-    """(S,) predicted class per sample: softmax averaged over the sample's views."""
+def predict(probe: nn.Module, data: FeatureSet, batch_size: int = 256,
+            device: torch.device = CPU) -> torch.Tensor:
+    """(S,) predicted class per sample (on the CPU): softmax averaged over the sample's views, computed on
+    `device` (the probe's)."""
     probe.eval()
     out = []
     for i in range(0, len(data.labels), batch_size):
-        t = data.tokens[i:i + batch_size].float()  # (b, V, N, D)
+        t = to_device(data.tokens[i:i + batch_size], device).float()  # (b, V, N, D)
         out.append(probe(t.flatten(0, 1)).unflatten(0, t.shape[:2]).softmax(-1).mean(1).argmax(-1))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+    return torch.cat(out).cpu() if out else torch.zeros(0, dtype=torch.long)
 
 
 def evaluate_features(train: FeatureSet, val: FeatureSet, num_classes: int, settings: ProbeSettings | None = None,
-                      seed: int = 0, knn_k: int = 20) -> ProbeResult:
-    """Attentive probe (seeds, held-out selection) and k-NN on the same features, each with a 95% interval."""
+                      seed: int = 0, knn_k: int = 20, device: torch.device | None = None) -> ProbeResult:
+    """Attentive probe (seeds, held-out selection) and k-NN on the same features, each with a 95% interval;
+    both computed on `device` (default: the CPU)."""
     t0 = time.perf_counter()
-    attentive = train_probe(train, val, num_classes, settings, seed)
-    knn = knn_correct(train, val, num_classes, k=knn_k)
+    attentive = train_probe(train, val, num_classes, settings, seed, device=device)
+    knn = knn_correct(train, val, num_classes, k=knn_k, device=device)
     n = len(val.labels)
     return ProbeResult(attentive=bootstrap(attentive.correct.numpy(), seed=seed),
                        knn=bootstrap(knn.numpy()[None], seed=seed), attentive_result=attentive,
@@ -204,7 +215,7 @@ def extract_probe_features(encoder: nn.Module, train_cfg: LoaderConfig, val_cfg:
     """(train, val, num_classes): `train_views` passes of training views (each view one row, labelled as
     the loader labels it: a mirrored view of a direction-sensitive class gets the mirrored class) and
     the fixed evaluation views of every validation sample."""
-    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or process_device()
     encoder = encoder.to(device)
     with open_loader(train_cfg, loader, device=device) as train_loader:
         num_classes = train_loader.num_classes
@@ -222,9 +233,10 @@ def extract_probe_features(encoder: nn.Module, train_cfg: LoaderConfig, val_cfg:
 def probe_encoder(encoder: nn.Module, train_cfg: LoaderConfig, val_cfg: LoaderConfig, *, loader: str = "dali",
                   train_views: int = 2, settings: ProbeSettings | None = None, device: torch.device | None = None,
                   seed: int = 0, knn_k: int = 20) -> ProbeResult:
+    device = device or process_device()
     train, val, num_classes = extract_probe_features(encoder, train_cfg, val_cfg, loader=loader,
                                                      train_views=train_views, device=device)
-    return evaluate_features(train, val, num_classes, settings, seed=seed, knn_k=knn_k)
+    return evaluate_features(train, val, num_classes, settings, seed=seed, knn_k=knn_k, device=device)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,8 @@ from salt.masks.batch import MaskBatch
 @dataclass
 class ObjectiveOutput:
     loss: torch.Tensor  # scalar, with grad
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, torch.Tensor | float] = field(default_factory=dict)  # 0-d tensors on the device (read
+    # at log steps, never in forward: a read between forward and backward would stall a GPU) or host numbers
     features: torch.Tensor | None = None  # (B, K, D) the trained encoder's output on this batch, detached
 
 
@@ -34,14 +35,13 @@ def freeze(module: nn.Module) -> nn.Module:
 
 def average_losses(losses: Sequence[torch.Tensor], masks: Sequence[MaskBatch], num_tokens: int,
                    features: torch.Tensor | None = None) -> ObjectiveOutput:
-    """Mean over masks, with the mean and per-mask losses and context fractions as metrics
-    (one host sync per step)."""
+    """Mean over masks, with the mean and per-mask losses (device tensors) and context fractions (host
+    numbers, from the masks' shapes) as metrics."""
     loss = torch.stack(list(losses)).mean()
     if loss.is_meta:  # shape-only run (FLOP counting on the meta device): nothing to read back
         return ObjectiveOutput(loss, {}, features)
-    mean, *values = torch.stack([loss.detach().float()] + [v.detach().float() for v in losses]).tolist()
-    metrics: dict[str, float] = {"loss": mean}
-    for i, (v, m) in enumerate(zip(values, masks, strict=True)):
-        metrics[f"loss_mask{i}"] = v
+    metrics: dict[str, torch.Tensor | float] = {"loss": loss.detach().float()}
+    for i, (v, m) in enumerate(zip(losses, masks, strict=True)):
+        metrics[f"loss_mask{i}"] = v.detach().float()
         metrics[f"ctx_frac_mask{i}"] = m.context_idx.shape[1] / num_tokens
     return ObjectiveOutput(loss, metrics, features)

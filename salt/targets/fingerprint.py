@@ -40,9 +40,9 @@ def recipe_section(data: LoaderConfig) -> dict:
 
 def _resolved_cut(data: LoaderConfig) -> str:
     """Who cuts the views where this runs ("auto" is DALI on a GPU, torch on the CPU: other pixels)."""
-    import torch
+    from salt.devices import dali_device, training_device
 
-    device = data.device if data.device != "auto" else ("gpu" if torch.cuda.is_available() else "cpu")
+    device = data.device if data.device != "auto" else dali_device(training_device())[0]
     return "dali" if data.views_in_dali(device) else "torch"
 
 

@@ -35,6 +35,7 @@ from salt.atomic import file_sha256, reporting_write_errors, write_json_atomic
 from salt.data.config import LoaderConfig
 from salt.data.loaders import LOADERS, open_loader
 from salt.data.shardset import ShardSet
+from salt.devices import process_device
 from salt.interrupt import StopFlag, Stopped
 from salt.models import VideoViT
 from salt.objectives.common import freeze
@@ -100,8 +101,9 @@ class TargetJob:
 
 
 def job_device() -> torch.device:
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    """This rank's device, as the trainer's: cuda:(local rank % visible GPUs), made current (DALI runs on
+    it and batches are allocated there), or the CPU."""
+    return process_device()
 
 
 def load_frozen_teacher(job: TargetJob, device: torch.device) -> VideoViT:
@@ -136,7 +138,7 @@ def decode_device(job: TargetJob) -> str:
     """Where the views are decoded: DALI on the CPU and on the GPU (NVDEC) differ in the last bits."""
     from salt.data.dali_loader import resolve_device
 
-    return resolve_device(job.data.device) if job.loader == "dali" else "cpu"
+    return resolve_device(job.data.device, job_device()) if job.loader == "dali" else "cpu"
 
 
 def describe(job: TargetJob, shards: ShardSet, teacher: VideoViT) -> dict:
