@@ -30,8 +30,12 @@ def machine_facts() -> dict[str, Any]:
     try:
         import torch
 
+        from salt.precision import cpu_features
+
         facts["torch"] = torch.__version__
         facts["torch_threads"] = torch.get_num_threads()
+        cpu = cpu_features()  # every CPU figure names it: bf16 runs ~10x slower where it is emulated
+        facts["cpu_capability"], facts["cpu_native_bf16"] = cpu.capability, cpu.native_bf16
         facts["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
         pass

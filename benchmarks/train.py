@@ -24,6 +24,12 @@ from benchmarks.common import format_table, write_result  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+def gpus_visible() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run_stage(stage: str, args: argparse.Namespace, run_dir: Path, teacher: Path | None, extra: list[str]) -> list[dict]:
     cmd = ["salt/train.py", "--config", args.config, "--stage", stage, "--shards", args.shards, "--run-dir",
            str(run_dir), "--steps", str(args.steps), f"--run.log_every={args.log_every}",
@@ -32,7 +38,9 @@ def run_stage(stage: str, args: argparse.Namespace, run_dir: Path, teacher: Path
         cmd += ["--teacher", str(teacher)]
     if args.nprocs > 1:
         launcher = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(args.nprocs)]
-        env = {**os.environ, "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu")}
+        env = dict(os.environ)
+        if not gpus_visible():  # CPU ranks where there is no GPU; where there is, the ranks use it
+            env.setdefault("DS_ACCELERATOR", "cpu")
         full = launcher + cmd
     else:
         env, full = dict(os.environ), [sys.executable] + cmd

@@ -16,3 +16,10 @@ def group_gone(pgid: int, timeout: float = 60) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def cpu_ranks_env(**extra: str) -> dict[str, str]:
+    """The environment of the tests' multi-rank launches: their ranks run on the CPU (gloo) on purpose, so
+    they run on any machine. salt follows DS_ACCELERATOR everywhere (model, collectives and DALI), so on a
+    GPU machine these ranks are CPU ranks throughout, not CPU models fed CUDA batches."""
+    return {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1", **extra}

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import group_gone
+from processes import cpu_ranks_env, group_gone
 from test_targets import GEOMETRY, MICRO, REPO, make_teacher, precompute
 
 from dataprep.targets import main as targets_main
@@ -369,8 +369,8 @@ def test_sigterm_under_the_deepspeed_launcher_leaves_no_process_and_a_rerun_fini
     out, mark = tmp_path / "cache", tmp_path / "held"
     script = tmp_path / "hold.py"
     script.write_text(HOLD.format(repo=str(REPO)))
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1", "SALT_TEST_MARK": str(mark),
-           "SALT_TEST_HOLD_AT": ShardSet(synth_shards).keys[14]}  # shard 2: rank 0's second file
+    env = cpu_ranks_env(SALT_TEST_MARK=str(mark),
+                        SALT_TEST_HOLD_AT=ShardSet(synth_shards).keys[14])  # shard 2: rank 0's second file
     cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--master_port",
            str(29800 + os.getpid() % 1000), str(script), *job_args(teacher, synth_shards, out, "dali")]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -4,7 +4,6 @@ one launcher per node, no ssh) and torchrun (--nnodes 2). Each must equal a 2-ra
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -12,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from processes import cpu_ranks_env
 from test_train import MICRO, losses
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STEPS = 6
-ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"}
+ENV = cpu_ranks_env()
 
 
 def free_port() -> int:

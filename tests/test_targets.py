@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from processes import cpu_ranks_env
 from videos import zero_sample_video
 
 from dataprep.targets import main as targets_main
@@ -320,7 +321,7 @@ def test_precompute_loader_covers_every_sample_and_view(synth_shards):
 
 def test_precompute_under_the_deepspeed_launcher(caches, teachers, synth_shards, tmp_path):
     out = tmp_path / "cache"
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"}
+    env = cpu_ranks_env()
     cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--master_port",
            str(29700 + os.getpid() % 1000), "dataprep/targets.py", "--teacher", str(teachers[0]), "--shards",
            str(synth_shards), "--out", str(out), "--views", str(K), "--dtype", "fp32", "--config", "tiny",

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from processes import cpu_ranks_env
 
 from salt.config import Config, ConfigError, from_dict, load_config
 from salt.models.io import load_encoder
@@ -140,7 +141,7 @@ def test_teacher_of_another_geometry_is_refused(teacher_run, synth_shards, tmp_p
 
 
 def launch(nprocs: int, args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"}
+    env = cpu_ranks_env()
     cmd = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", str(nprocs), "--master_port",
            str(29600 + os.getpid() % 1000), "salt/train.py", *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
@@ -167,3 +168,15 @@ def test_compiled_blocks_train_like_eager_ones(synth_shards, tmp_path):
     assert sorted(compiled) == [1, 2, 3] and compiled == pytest.approx(eager, rel=1e-3)
     assert train(synth_shards, tmp_path / "compiled", "teacher", 4, *extra, "--resume") == 0
     assert sorted(losses(tmp_path / "compiled")) == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_zero_offload_steps_with_deepspeeds_cpu_adam(synth_shards, tmp_path, capsys):
+    """ds_configs/zero2_offload.json: the optimizer state lives on the CPU and DeepSpeed's CPU Adam steps it
+    (its C++ op is compiled on first use, about a minute, then cached); the run trains and resumes."""
+    extra = ("--deepspeed-config", "ds_configs/zero2_offload.json", "--run.log_every=1", "--run.checkpoint_every=2")
+    assert train(synth_shards, tmp_path / "r", "teacher", 2, *extra) == 0
+    assert "AdamW cpu_adam" in capsys.readouterr().out
+    assert train(synth_shards, tmp_path / "r", "teacher", 3, *extra, "--resume") == 0
+    assert sorted(losses(tmp_path / "r")) == [1, 2, 3]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from processes import group_gone
+from processes import cpu_ranks_env, group_gone
 from test_train import MICRO, REPO, losses, train
 from videos import zero_sample_video
 
@@ -110,7 +110,7 @@ def launcher_cmd(nprocs: int, args: list[str]) -> list[str]:
             str(free_port()), "salt/train.py", *args]
 
 
-ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"}
+ENV = cpu_ranks_env()
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen:

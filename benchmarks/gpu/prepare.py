@@ -1,15 +1,19 @@
-"""Ready the GPU suite on this machine: the shard sets it reads, the wheels the GPU machine lacks split
-into call-sized parts, and the device calls that carry them.
+"""Ready the GPU suite on this machine: the wheels the GPU machine lacks and the shard sets tier 2 reads,
+in call-sized folders, and the device calls that carry them.
 
-    python benchmarks/gpu/prepare.py [--dest .gpu] [--call-mb 52] [--videos ../shared/videos] [--no-wheels]
+    python benchmarks/gpu/prepare.py [--tier 1|2|all] [--dest .gpu] [--call-mb 60] [--videos ../shared/videos]
 
-The GPU machine (one H200, PyTorch, timm and pyarrow, Python 3.12, no network) lacks DeepSpeed, DALI,
-webdataset, zstandard and what they need. One call may carry 64 MiB with the working tree, and DALI's
-wheel is several times that, so the wheels are cut into parts of at most --call-mb MiB, one folder
-per call under DEST/calls/NN/. The machine keeps what earlier calls brought while it stays warm, so
-every call but the last only carries its part (the first one the shard sets too); the last one runs
-`benchmarks/gpu/run.sh`, which joins the parts, checks each wheel's sha256, installs them and runs
-the suite. DEST must be ignored by git (it is: `/.gpu/` in .gitignore).
+The GPU machine (one H200, PyTorch 2.11, timm, pyarrow and transformers, Python 3.12, no network) lacks
+DeepSpeed, webdataset, PyAV, pebble, zstandard, DALI and what they need. One call may carry 64 MiB with
+the working tree.
+- Tier 1 (the users' commands and the ViT-L steps, `benchmarks/gpu/tier1.sh`) needs no DALI: its wheels
+  (about 45 MiB) travel in ONE call, DEST/tier1/calls/01, which also runs it.
+- Tier 2 (NVDEC loading, `benchmarks/gpu/tier2.sh`) adds DALI (about 200 MiB): its wheels are cut into parts
+  of at most --call-mb MiB, one folder per call under DEST/tier2/calls/NN/, the first with the shard sets.
+  The machine keeps what earlier calls brought while it stays warm (30 s after each), so the calls go
+  back to back; the last runs tier2.sh, which joins the parts, checks each wheel's sha256 before it
+  installs anything, and measures. Tier 2 runs on the machine tier 1 ran on (it reuses tier 1's install).
+DEST must be ignored by git (it is: `/.gpu/` in .gitignore).
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 REPO = Path(__file__).resolve().parents[2]
 # what the GPU machine lacks (its image has torch, timm, pyarrow, numpy, pyyaml, safetensors, tqdm, six,
-# packaging, psutil, msgpack, einops, ninja, py-cpuinfo, matplotlib): salt's needs and theirs, at the
-# versions installed here
-WHEELS = ("deepspeed", "hjson", "pydantic", "pydantic-core", "annotated-types", "typing-inspection",
-          "webdataset", "braceexpand", "zstandard", "pebble", "nvidia-dali-cuda130", "astunparse", "gast",
-          "libcst", "makefun", "nvtx", "optree", "nvidia-nvimgcodec-cu13", "nvidia-libnvcomp-cu13",
-          "typing-extensions")  # pydantic-core needs a newer typing-extensions than an image may hold
+# packaging, psutil, msgpack, einops, ninja, py-cpuinfo, matplotlib, transformers): salt's needs and
+# theirs, at the versions installed here
+TIER1_WHEELS = ("deepspeed", "hjson", "pydantic", "pydantic-core", "annotated-types", "typing-inspection",
+                "webdataset", "braceexpand", "zstandard", "pebble", "av",
+                "typing-extensions")  # pydantic-core needs a newer typing-extensions than an image may hold
+TIER2_WHEELS = ("nvidia-dali-cuda130", "astunparse", "gast", "libcst", "makefun", "nvtx", "optree",
+                "nvidia-nvimgcodec-cu13", "nvidia-libnvcomp-cu13")
+CALL_LIMIT_MB = 64.0  # what one device call carries, working tree included
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64", "any")
 SUITE_VIDEOS = ("box.mp4", "cup.mp4", "Megamind.avi", "vtest.avi")
@@ -58,11 +64,11 @@ def build_shards(videos: Path, dest: Path, src: Path, codecs=SUITE_CODECS, short
     return out
 
 
-def download_wheels(dest: Path, python: str = "3.12") -> list[Path]:
+def download_wheels(dest: Path, names: tuple[str, ...], python: str = "3.12") -> list[Path]:
     """The GPU machine's wheels; a package published only as source (DeepSpeed) is built into a wheel
     here, which must then be pure Python (py3-none-any) to install there."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in WHEELS:
+    for name in names:
         spec = f"{name}=={importlib.metadata.version(name)}"
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                "--python-version", python, "--implementation", "cp", "-d", str(dest), spec]
@@ -76,7 +82,8 @@ def download_wheels(dest: Path, python: str = "3.12") -> list[Path]:
         built = [w for w in dest.glob("*.whl") if w.name.lower().startswith(stem.lower())]
         if not built or not all(w.name.endswith("-py3-none-any.whl") for w in built):
             raise SystemExit(f"prepare: {spec} has no wheel for Python {python} and did not build a pure one")
-    return sorted(dest.glob("*.whl"))
+    stems = {n.replace("-", "_").lower() for n in names}
+    return sorted(w for w in dest.glob("*.whl") if w.name.split("-")[0].lower() in stems)
 
 
 def split_into_calls(wheels: list[Path], calls: Path, call_mb: float) -> dict:
@@ -107,30 +114,56 @@ def split_into_calls(wheels: list[Path], calls: Path, call_mb: float) -> dict:
     return index
 
 
+def tree_mb() -> float:
+    """What the working tree adds to every call (tracked and untracked files that git does not ignore)."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.split()
+    return sum((REPO / f).stat().st_size for f in listed if (REPO / f).is_file()) / 2**20
+
+
+def prepare_tier1(dest: Path) -> dict:
+    """DEST/tier1/calls/01: every tier-1 wheel in one call (refused if it would not fit beside the tree)."""
+    wheels = download_wheels(dest / "wheels", TIER1_WHEELS)
+    total = sum(w.stat().st_size for w in wheels) / 2**20
+    room = CALL_LIMIT_MB - tree_mb() - 2
+    if total > room:
+        raise SystemExit(f"prepare: tier 1's wheels are {total:.0f} MiB, more than the {room:.0f} MiB one call has "
+                         "room for beside the working tree")
+    return split_into_calls(wheels, dest / "tier1" / "calls", call_mb=room)
+
+
+def prepare_tier2(dest: Path, videos: Path, call_mb: float) -> dict:
+    for path in build_shards(videos, dest / "shards", dest / "videos"):
+        print(f"shards: {path}")
+    return split_into_calls(download_wheels(dest / "wheels", TIER2_WHEELS), dest / "tier2" / "calls", call_mb)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("--dest", default=".gpu", help="ignored folder for shards/, wheels/ and calls/")
+    ap.add_argument("--tier", choices=("1", "2", "all"), default="all")
+    ap.add_argument("--dest", default=".gpu", help="ignored folder for wheels/, shards/, tier1/ and tier2/")
     ap.add_argument("--call-mb", type=float, default=52.0,
-                    help="MiB of wheel parts per call (64 MiB with the tree and, in the first, the shard sets)")
+                    help="tier 2: MiB of wheel parts per call (64 MiB with the tree and, in the first, the shards)")
     ap.add_argument("--videos", default=str(REPO.parent / "shared" / "videos"))
-    ap.add_argument("--no-wheels", action="store_true", help="shard sets only")
     args = ap.parse_args(argv)
     dest = Path(args.dest)
-    for path in build_shards(Path(args.videos), dest / "shards", dest / "videos"):
-        print(f"shards: {path}")
-    if args.no_wheels:
-        return 0
-    wheels = download_wheels(dest / "wheels")
-    index = split_into_calls(wheels, dest / "calls", args.call_mb)
-    total = sum(w["bytes"] for w in index["wheels"].values()) / 2**20
-    print(f"{len(wheels)} wheels, {total:.0f} MiB, in {index['calls']} calls of at most {args.call_mb:g} MiB")
-    print("device calls, in order, while the machine stays warm (each run's command, and its carry):")
-    for k in range(1, index["calls"] + 1):
-        carry = [f"{dest}/calls/{k:02d}"] + ([f"{dest}/shards"] if k == 1 else [])
-        command = ("bash benchmarks/gpu/run.sh" if k == index["calls"]
-                   else f"ls {dest}/calls  # part {k} stays on the machine")
-        print(f"  {k}: command={command!r} carry={carry}")
+    print("device calls, in order (each run's command, and its carry):")
+    if args.tier in ("1", "all"):
+        index = prepare_tier1(dest)
+        total = sum(w["bytes"] for w in index["wheels"].values()) / 2**20
+        print(f"tier 1: {len(index['wheels'])} wheels, {total:.0f} MiB, one call:")
+        print(f"  command='bash benchmarks/gpu/tier1.sh' carry=['{dest}/tier1'] timeout_s=420")
+    if args.tier in ("2", "all"):
+        index = prepare_tier2(dest, Path(args.videos), args.call_mb)
+        total = sum(w["bytes"] for w in index["wheels"].values()) / 2**20
+        print(f"tier 2: {len(index['wheels'])} wheels, {total:.0f} MiB, in {index['calls']} calls, back to back "
+              "on the machine tier 1 ran on:")
+        for k in range(1, index["calls"] + 1):
+            carry = [f"{dest}/tier2/calls/{k:02d}"] + ([f"{dest}/shards"] if k == 1 else [])
+            command = ("bash benchmarks/gpu/tier2.sh" if k == index["calls"]
+                       else f"ls {dest}/tier2/calls  # part {k} stays on the machine")
+            print(f"  {k}: command={command!r} carry={carry}")
     return 0
 
 

@@ -42,6 +42,12 @@ class VideoViT(nn.Module):
     def num_tokens(self) -> int:
         return self.grid.num_tokens
 
+    def reset_fixed_buffers(self, device: torch.device) -> None:
+        """Recomputes the buffers that are not saved (the sincos position table) on `device`: a model built
+        on the meta device and loaded from a file has every tensor but these."""
+        if self.pos_embed is not None:
+            self.pos_embed = sincos_3d(self.embed_dim, self.grid, device).unsqueeze(0)
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 

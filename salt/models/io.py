@@ -59,18 +59,22 @@ def find_encoder(path: str | Path) -> Path:
 
 
 def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VideoViT, EncoderInfo]:
+    """The exported encoder on `map_location`. Built on the meta device and given the file's tensors, so no
+    time goes into a random initialisation that the weights replace (seconds per load at ViT-L size)."""
     weights = find_encoder(path)
     meta = json.loads(weights.with_suffix(".json").read_text())
     meta.pop("sha256", None)
     info = EncoderInfo(**meta)
-    encoder = build_encoder(info.size, img_size=info.img_size, num_frames=info.num_frames,
-                            patch_size=info.patch_size, tubelet_size=info.tubelet_size, depth=info.depth,
-                            use_rope=info.use_rope)
+    with torch.device("meta"):
+        encoder = build_encoder(info.size, img_size=info.img_size, num_frames=info.num_frames,
+                                patch_size=info.patch_size, tubelet_size=info.tubelet_size, depth=info.depth,
+                                use_rope=info.use_rope)
     state = load_file(str(weights), device=str(map_location))
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    missing, unexpected = encoder.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise ValueError(f"{weights} does not fit the encoder its JSON describes: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
+    encoder.reset_fixed_buffers(torch.device(map_location))
     return encoder, info
 
 
