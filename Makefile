@@ -4,6 +4,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SIZE   ?= small
+# CPU=avx2: run as a CPU without native bf16 (torch's, oneDNN's and MKL's kernels held to AVX2), on one that has it
+CPU    ?=
+ifeq ($(CPU),avx2)
+export ATEN_CPU_CAPABILITY = avx2
+export ONEDNN_MAX_CPU_ISA = AVX2
+export MKL_ENABLE_INSTRUCTIONS = AVX2
+else ifneq ($(CPU),)
+$(error CPU=$(CPU): the one CPU kind to emulate is avx2)
+endif
 
 .PHONY: venv demo test test-slow test-all lint clean
 

@@ -78,24 +78,18 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _reduce(values: torch.Tensor, op, what: str) -> torch.Tensor:
+    check_placement(values, _state.device, what)
+    if not _active():
+        return values
+    out = values.clone()
+    dist.all_reduce(out, op=op)
+    return out
+
+
 def mean(values: torch.Tensor) -> torch.Tensor:
     """values (K,) on the training device → their mean over ranks, on the training device (no host read)."""
-    check_placement(values, _state.device, "mean over ranks")
-    if not _active():
-        return values
-    out = values.clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out / _state.world
-
-
-def maximum(values: torch.Tensor) -> torch.Tensor:
-    """values (K,) on the training device → their maximum over ranks."""
-    check_placement(values, _state.device, "maximum over ranks")
-    if not _active():
-        return values
-    out = values.clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX)
-    return out
+    return _reduce(values, dist.ReduceOp.SUM, "mean over ranks") / _state.world
 
 
 def max_flags(flags: list[int]) -> list[int]:
