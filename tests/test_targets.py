@@ -19,6 +19,7 @@ from videos import zero_sample_video
 from dataprep.targets import main as targets_main
 from salt.build import build_model_encoder, encoder_info
 from salt.config import load_config
+from salt.data.augment import one_torch_thread
 from salt.data.config import LoaderConfig
 from salt.data.dali_loader import DaliVideoLoader
 from salt.data.shardset import ShardSet
@@ -28,6 +29,7 @@ from salt.models.io import export_encoder, load_encoder
 from salt.models.token_decoder import DecoderSpec
 from salt.objectives import StudentObjective
 from salt.objectives.latent import compute_teacher_targets
+from salt.precision import resolve_precision
 from salt.targets.fingerprint import teacher_fingerprint
 from salt.targets.format import TargetCacheError, TargetCacheMismatch, decode, encode, error_bound
 from salt.targets.meta import CacheMeta
@@ -86,9 +88,17 @@ def train_loader_config(shards: Path) -> LoaderConfig:
     return replace(cfg.data, cached_views=K)
 
 
+def job_autocast() -> torch.dtype | None:
+    """The autocast the job resolves for tiny's DeepSpeed config on this CPU (run.precision auto): bf16 where
+    it is native, none (fp32) where it is emulated."""
+    return resolve_precision("auto", torch.device("cpu"), torch.bfloat16).autocast
+
+
 def online_targets(teacher, clips: torch.Tensor) -> torch.Tensor:
-    """What the student stage computes online under tiny's DeepSpeed config (bf16 autocast, fp32 teacher)."""
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    """What the student stage computes online, in the job's precision and, as the job on the CPU, on one
+    torch thread (fp32 matmuls round otherwise with other thread counts)."""
+    dtype = job_autocast()
+    with one_torch_thread(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         return compute_teacher_targets(teacher, clips)
 
 
@@ -153,10 +163,11 @@ def test_student_step_from_the_cache_gives_the_online_loss(caches, teachers, syn
         batch = next(iter(loader))
     targets = cache.read(batch.keys, batch.view_ids).decode()
     losses, grads = [], []
+    dtype = job_autocast()
     for objective, kw in ((online, {}), (cached, {"targets": targets})):
         student.zero_grad()
         pred.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with one_torch_thread(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             out = objective(batch.model_input("cpu"), batch.masks, **kw)
         out.loss.backward()
         losses.append(out.loss.detach())

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from salt.atomic import file_sha256, reporting_write_errors, write_json_atomic
+from salt.data.augment import one_torch_thread
 from salt.data.config import LoaderConfig
 from salt.data.loaders import LOADERS, open_loader
 from salt.data.shardset import ShardSet
@@ -124,9 +125,12 @@ def load_frozen_teacher(job: TargetJob, device: torch.device) -> VideoViT:
 
 def teacher_targets(teacher: VideoViT, clips: torch.Tensor, layers: tuple[int, ...] | None,
                     autocast: str | None) -> torch.Tensor:
-    """clips (B, C, T, H, W) -> (B, N, D * len(layers)) float32 layer-normed targets, as the student stage."""
+    """clips (B, C, T, H, W) -> (B, N, D * len(layers)) float32 layer-normed targets, as the student stage.
+    On the CPU with one torch thread: fp32 matmuls round otherwise with another thread count, and a cache
+    must not depend on how many processes (each with its share of the cores) made it."""
     ctx = torch.autocast(clips.device.type, dtype=torch_dtype(autocast)) if autocast else nullcontext()
-    with ctx, torch.no_grad():
+    threads = one_torch_thread() if clips.device.type == "cpu" else nullcontext()
+    with threads, ctx, torch.no_grad():
         if layers is None:
             return compute_teacher_targets(teacher, clips)  # (B, N, D)
         dtype = next(teacher.parameters()).dtype
