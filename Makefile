@@ -22,7 +22,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,bench,ray,remote]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,ray,remote,hf]'
 	touch $(STAMP)
 
 demo: $(STAMP)

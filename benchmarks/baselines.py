@@ -15,6 +15,8 @@ come from salt's view recipe, so the work per clip is the same as salt's.
 
 from __future__ import annotations
 
+import functools
+import io
 from dataclasses import replace
 
 import torch
@@ -26,6 +28,45 @@ from salt.data.views import ViewParams, ViewRecipe, frame_indices, train_view
 from salt.processes import mp_context
 
 BASELINES = ("vjepa-decord", "vjepa-torchcodec", "shards-torchcodec")
+FFMPEG_LIBS = "libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8"
+
+
+@functools.cache
+def _probe_video() -> bytes:
+    """Two 16x16 frames of MPEG-4 in MP4, made with PyAV: what a decoder must open to be usable here."""
+    import av
+    import numpy as np
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("mpeg4", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        for _ in range(2):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")))
+        out.mux(stream.encode())
+    return buf.getvalue()
+
+
+@functools.cache
+def unavailable(name: str) -> str | None:
+    """Why baseline `name` cannot run on this machine, in one line (None: it can). torchcodec loads FFmpeg's
+    shared libraries only when its first decoder opens, so a decoder opens a tiny video here."""
+    backend = name.split("-", 1)[1]
+    try:
+        if backend == "decord":
+            import decord  # noqa: F401
+        else:
+            from torchcodec.decoders import VideoDecoder
+
+            VideoDecoder(_probe_video())
+    except ImportError:
+        return f"{backend} is not installed (pip install -e '.[bench]'; make venv installs it)"
+    except (RuntimeError, OSError) as e:
+        if backend == "torchcodec":
+            return ("torchcodec cannot load FFmpeg's shared libraries (it needs a system FFmpeg 4 to 7): install "
+                    f"them, e.g. on Debian `.ci/ffmpeg-libs.sh` (as root) or `apt-get install {FFMPEG_LIBS}`")
+        return f"{backend} does not work here: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+    return None
 
 
 def float_augment(frames: torch.Tensor, view: ViewParams, crop_size: int, mean: tuple[float, float, float],

@@ -94,8 +94,8 @@ class Sweep:
 
 
 def vjepa_steps(budget: float) -> int:
-    from salt.build import steps_for_budget
     from salt.config import load_config
+    from salt.stages import steps_for_budget
 
     overrides = ["stage=vjepa", f"data.batch_size={BATCH}"] + [a[2:] for a in CLIP]
     return steps_for_budget(load_config("tiny", overrides), budget)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import format_table, median, write_result  # noqa: E402
 from dataprep.inputs import list_inputs  # noqa: E402
-from dataprep.shards import JobConfig, run_job  # noqa: E402
+from dataprep.shard_job import JobConfig, run_job  # noqa: E402
 from dataprep.transcode import SCALER, output_size  # noqa: E402
 from salt.data.codecs import DEFAULT_CODEC, codec_spec  # noqa: E402
 

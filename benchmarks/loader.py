@@ -47,7 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.baselines import BASELINES, baseline_loader, source_stride  # noqa: E402
+from benchmarks.baselines import BASELINES, baseline_loader, source_stride, unavailable  # noqa: E402
 from benchmarks.common import format_table, median, write_result  # noqa: E402
 from benchmarks.loader_profile import (  # noqa: E402
     decode_only_pipeline,
@@ -217,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
                        device=device, seed=0)
     span = cfg.recipe().span
     wanted = LOADERS if "all" in args.loader else tuple(args.loader)
+    for name in [w for w in wanted if w in BASELINES]:
+        why = unavailable(name)
+        if why:  # the other rows are still measured and reported
+            print(f"{name}: skipped: {why}", file=sys.stderr)
+            wanted = tuple(w for w in wanted if w != name)
     sources = source_clips(shards, args.source, frame_stride) if set(SOURCE_BASELINES) & set(wanted) else []
     if set(SOURCE_BASELINES) & set(wanted) and len(sources) < args.batch_size:
         print(f"{', '.join(SOURCE_BASELINES)}: found {len(sources)} source videos (< batch size); skipped. "

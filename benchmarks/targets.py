@@ -44,7 +44,7 @@ TINY = ["--config", "tiny", "--run.tensorboard=false", "--run.threads=2"]
 
 
 def make_data(work: Path, videos: int) -> Path:
-    from dataprep.shards import JobConfig, run_job
+    from dataprep.shard_job import JobConfig, run_job
     from dataprep.synth import write_dataset
 
     src = work / "videos"

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from dataprep.inputs import InputScan, scan_inputs
 from dataprep.pool import WorkerPool
-from dataprep.shards import JobConfig, JobError, JobSummary, TimeBudget, merge_parts, run_job
+from dataprep.shard_job import JobConfig, JobError, JobSummary, TimeBudget, merge_parts, run_job
 
 INPUTS_PER_TASK = 32  # default part size: small enough to spread, large enough that a task outlives its start-up
 

@@ -32,7 +32,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
 sys.path.insert(0, str(_here.parent))
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 
 from salt.config import ConfigError, overrides_from_args  # noqa: E402
@@ -44,7 +43,8 @@ from salt.targets.format import STORAGE_DTYPES  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dataprep.targets", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--teacher", help="frozen teacher: run folder, export folder or encoder.safetensors")
+    p.add_argument("--teacher", help="frozen teacher: run folder, export folder, encoder.safetensors or a "
+                                      "transformers V-JEPA 2 folder")
     p.add_argument("--shards", help="shard set (shards/NAME)")
     p.add_argument("--out", help="cache folder (cache/NAME)")
     p.add_argument("--views", type=int, help="views per sample (K); the student uses one per epoch")
@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="teacher blocks whose normed outputs (each layer-normed, concatenated) are the targets; "
                         "default: the final output, the student stage's online targets")
     p.add_argument("--config", default=None, help="the student run's config (YAML or a name in salt/configs)")
-    p.add_argument("--batch-size", type=int, default=4, help="samples per batch (the teacher sees K times as many)")
+    p.add_argument("--batch-size", type=int, default=4,
+                   help="samples per batch (the teacher sees K times as many; default 4)")
     p.add_argument("--loader", default=None, choices=LOADERS,
                    help="decoder: the student run's data.loader (default: the config's)")
     p.add_argument("--zstd-level", type=int, default=None, help="zstd level (default: Arrow's)")
@@ -81,18 +82,18 @@ def resolve_job(args: argparse.Namespace, overrides: list[str]):
 
     from salt.config import load_config
     from salt.engine.deepspeed_setup import autocast_dtype, load_ds_config
-    from salt.models.io import find_encoder
+    from salt.models.io import read_encoder_info
     from salt.precision import resolve_precision, short_name, weights_dtype
     from salt.targets.job import TargetJob, TargetJobError, job_device
 
     for name in ("teacher", "shards", "out", "views"):
         if getattr(args, name) is None:
             raise TargetJobError(f"--{name} is required (or --verify DIR)")
-    info = json.loads(find_encoder(args.teacher).with_suffix(".json").read_text())
+    info = read_encoder_info(args.teacher)  # an exported encoder or a transformers V-JEPA 2 folder
     base = [] if args.config else [
-        f"data.num_frames={info['num_frames']}", f"data.crop_size={info['img_size']}",
-        f"data.frame_stride={info.get('frame_stride', 4)}", f"model.patch_size={info['patch_size']}",
-        f"model.tubelet_size={info['tubelet_size']}"]
+        f"data.num_frames={info.num_frames}", f"data.crop_size={info.img_size}",
+        f"data.frame_stride={info.frame_stride}", f"model.patch_size={info.patch_size}",
+        f"model.tubelet_size={info.tubelet_size}"]
     cfg = load_config(args.config, base + overrides + ["stage=student", f"teacher.path={args.teacher}",
                                                        f"data.shards={args.shards}", "targets.cache="])
     # the student run's precision on this device (run.precision auto: bf16 where native, else fp32);

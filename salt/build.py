@@ -4,13 +4,10 @@ Each stage's objective assembles its own from these (salt/objectives/*, `from_co
 
 from __future__ import annotations
 
-import torch
-
 from salt.config import Config, ConfigError
 from salt.masks import MaskGenerator, TokenGrid, build_mask_generator
 from salt.models import VideoViT, build_encoder, get_spec
 from salt.models.io import EncoderInfo, load_encoder
-from salt.stages import build_objective
 
 
 def token_grid(cfg: Config) -> TokenGrid:
@@ -24,10 +21,34 @@ def build_masks(cfg: Config) -> MaskGenerator:
 
 
 def build_model_encoder(cfg: Config) -> VideoViT:
+    """The encoder a stage trains, initialised at random or from model.init (model.grad_checkpointing and
+    run.compile: salt.models.blocks.set_block_options, on the whole objective)."""
     enc = build_encoder(cfg.model.size, img_size=cfg.data.crop_size, num_frames=cfg.data.num_frames,
                         patch_size=cfg.model.patch_size, tubelet_size=cfg.model.tubelet_size, depth=cfg.model.depth,
                         drop_path=cfg.model.drop_path, use_rope=cfg.model.use_rope)
-    return enc  # model.grad_checkpointing and run.compile: salt.models.blocks.set_block_options, on the whole objective
+    if cfg.model.init:
+        init_from(enc, cfg.model.init)
+    return enc
+
+
+def init_from(encoder: VideoViT, path: str) -> None:
+    """Copies the weights of the encoder at `path` into `encoder`, refusing another architecture."""
+    try:
+        source, info = load_encoder(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"model.init: {e}") from None
+    mine = (encoder.spec.embed_dim, len(encoder.blocks), encoder.spec.num_heads, encoder.use_rope, encoder.grid,
+            encoder.patch_embed.patch_size, encoder.patch_embed.tubelet_size)
+    theirs = (source.spec.embed_dim, len(source.blocks), source.spec.num_heads, source.use_rope, source.grid,
+              source.patch_embed.patch_size, source.patch_embed.tubelet_size)
+    if mine != theirs:
+        names = ("width", "depth", "heads", "use_rope", "token grid", "patch", "tubelet")
+        diff = "; ".join(f"{n} {b} there, {a} here" for n, a, b in zip(names, mine, theirs, strict=True) if a != b)
+        raise ConfigError(f"model.init {path} is another encoder ({diff}): set model.size, model.depth, "
+                          "model.use_rope and the clip geometry to its own")
+    missing, unexpected = encoder.load_state_dict(source.state_dict(), strict=False)
+    if missing or unexpected:
+        raise ConfigError(f"model.init {path}: weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 def encoder_info(cfg: Config, step: int = 0) -> EncoderInfo:
@@ -52,14 +73,3 @@ def load_teacher(cfg: Config) -> tuple[VideoViT, EncoderInfo]:
             f"predictor needs {grid.shape} tokens: set data.num_frames, data.crop_size, model.patch_size and "
             f"model.tubelet_size to the teacher's")
     return teacher, info
-
-
-def steps_for_budget(cfg: Config, budget: float, draws: int = 50, num_classes: int = 10) -> int:
-    """Optimizer steps of `cfg`'s stage that spend `budget` model FLOPs (analytic FLOPs of the built
-    objective, on the meta device, averaged over `draws` mask batches): matched-compute baselines."""
-    with torch.device("meta"):
-        objective = build_objective(cfg, num_classes=num_classes)
-    gen, g = build_masks(cfg), torch.Generator().manual_seed(0)
-    clips = cfg.data.batch_size * cfg.data.views_per_sample * cfg.optim.accumulation
-    per_clip = sum(objective.step_flops(gen(clips, g)).train_step for _ in range(draws)) / draws
-    return max(1, round(budget / (per_clip * clips)))

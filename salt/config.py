@@ -24,7 +24,7 @@ from salt.models.pixel_decoder import DEFAULT_PIXEL_DECODER
 from salt.models.predictor import DEFAULT_PREDICTOR
 from salt.models.token_decoder import DecoderSpec
 from salt.precision import PRECISIONS
-from salt.stages import STAGES
+from salt.stage_names import STAGES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -42,6 +42,8 @@ class ModelConfig:
     drop_path: float = 0.0
     use_rope: bool = False
     grad_checkpointing: bool = False  # recompute block activations in backward (encoder, predictor, decoder)
+    init: str = ""  # start the trained encoder from these weights: a run folder, an exported encoder or a
+    # transformers V-JEPA 2 folder of the same architecture and clip geometry
 
 
 @dataclass

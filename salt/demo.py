@@ -133,8 +133,8 @@ class Demo:
 
     def vjepa_steps(self, budget: float) -> int:
         """Steps of the V-JEPA baseline that spend `budget` FLOPs."""
-        from salt.build import steps_for_budget
         from salt.config import load_config
+        from salt.stages import steps_for_budget
 
         overrides = ["stage=vjepa", f"data.batch_size={self.size.batch_size}"] + [a[2:] for a in self.size.model_args]
         return steps_for_budget(load_config(self.size.config, overrides), budget)
@@ -221,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="tiny: a smoke run (minutes); small: the calibrated experiment, under 20 min on 2 CPU cores; "
                          "medium: the same with longer runs on more data")
     ap.add_argument("--out", default=None, help="run folder (default runs/demo-SIZE)")
-    ap.add_argument("--shards", default="shards", help="where the demo's shard sets go")
-    ap.add_argument("--cache", default="cache", help="where the teacher-target cache goes")
-    ap.add_argument("--loader", choices=LOADERS, default="dali")
+    ap.add_argument("--shards", default="shards", help="where the demo's shard sets go (default shards/)")
+    ap.add_argument("--cache", default="cache", help="where the teacher-target cache goes (default cache/)")
+    ap.add_argument("--loader", choices=LOADERS, default="dali", help="dali (default) or reference")
     args = ap.parse_args(argv)
     out = Path(args.out) if args.out else REPO / "runs" / f"demo-{args.size}"
     demo = Demo(args.size, out, Path(args.shards) if Path(args.shards).is_absolute() else REPO / args.shards,

@@ -31,7 +31,7 @@ from salt.interrupt import EXIT_STOPPED, Stopped, raise_on_stop_signals  # noqa:
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 FIRST_CLASS = {"stage": "stage", "shards": "data.shards", "run_dir": "run.dir", "steps": "run.steps",
-               "teacher": "teacher.path", "deepspeed_config": "run.deepspeed_config"}
+               "teacher": "teacher.path", "init": "model.init", "deepspeed_config": "run.deepspeed_config"}
 
 
 class BadArguments(Exception):
@@ -46,15 +46,20 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     """Raises BadArguments or ConfigError."""
     p = _Parser(prog="salt/train.py", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--config", default="tiny", help="YAML file, or a name in salt/configs (default: tiny)")
     p.add_argument("--stage", choices=STAGES,
                    help="what to train (required, unless the --config file sets stage)")
     p.add_argument("--shards", help="training shard set (shards/NAME)")
-    p.add_argument("--run-dir", help="run folder: config.yaml, metrics.jsonl, checkpoints/, export/")
-    p.add_argument("--steps", type=int, help="optimizer steps")
-    p.add_argument("--teacher", help="student stage: teacher run folder or exported encoder (.safetensors)")
+    p.add_argument("--run-dir", help="run folder: config.yaml, metrics.jsonl, summary.json, checkpoints/, export/ "
+                                      "(default: the config's run.dir)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default: the config's run.steps)")
+    p.add_argument("--teacher", help="student stage: the frozen teacher: a run folder, an exported encoder "
+                                      "(.safetensors) or a transformers V-JEPA 2 folder")
+    p.add_argument("--init", help="start the trained encoder from these weights (same kinds as --teacher)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the config these flags give (YAML, every key) and exit without training")
     p.add_argument("--deepspeed-config", help="DeepSpeed JSON (ds_configs/zero1.json, zero2.json, zero3.json, ...)")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args, rest = p.parse_known_args(argv)
@@ -91,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     except (BadArguments, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.print_config:
+        from salt.config import dump_config
+
+        print(dump_config(cfg), end="")  # run.precision and teacher.dtype "auto" are resolved when a run starts
+        return EXIT_DONE
 
     from salt.atomic import WriteError
     from salt.data.plan import LoaderError

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dataprep.shards import JobConfig, run_job
+from dataprep.shard_job import JobConfig, run_job
 from dataprep.synth import write_dataset
 
 

@@ -90,3 +90,65 @@ def test_loaders_are_opened_in_one_place() -> None:
             found += [f"{path.relative_to(REPO)}: {n}" for n in ("DaliVideoLoader(", "ReferenceVideoLoader(")
                       if n in text]
     assert found == []
+
+
+def import_graph(packages: tuple[str, ...] = ("salt", "dataprep", "benchmarks")) -> dict[str, set[str]]:
+    """module -> the package's modules it imports (at top level, under TYPE_CHECKING or in a function)."""
+    files = {}
+    for package in packages:
+        for path in (REPO / package).rglob("*.py"):
+            name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+            files[name] = path
+    graph = {}
+    for name, path in files.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        graph[name] = {m for m in found if m in files and m != name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_import_cycles_are_found():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_layering_reads_one_way():
+    """No import circle anywhere, not even through a lazy or a TYPE_CHECKING import (the shard job's library,
+    its command line and its Ray runner; the config and the stage registry were two)."""
+    assert import_cycles(import_graph()) == []

@@ -12,7 +12,7 @@ import pytest
 import torch
 from videos import zero_sample_video
 
-from dataprep.shards import JobConfig, run_job
+from dataprep.shard_job import JobConfig, run_job
 from salt.data.augment import PixelNorm
 from salt.data.config import LoaderConfig
 from salt.data.dali_loader import DaliVideoLoader, check_codec

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.baselines import BASELINES, baseline_loader, source_stride
+from benchmarks.baselines import BASELINES, baseline_loader, source_stride, unavailable
 from benchmarks.loader import main as loader_main
 from benchmarks.loader import source_clips
 from benchmarks.loader_profile import STAGES, step_budget
-from dataprep.shards import JobConfig, run_job
+from dataprep.shard_job import JobConfig, run_job
 from salt.data.config import LoaderConfig
 from salt.data.shardset import ShardSet
 
@@ -21,11 +21,7 @@ VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
 
 
 def _torchcodec_loads() -> bool:
-    try:
-        import torchcodec.decoders  # noqa: F401  (loads FFmpeg's shared libraries)
-    except (ImportError, RuntimeError, OSError):
-        return False
-    return True
+    return unavailable("vjepa-torchcodec") is None  # opens a decoder: FFmpeg's libraries load only then
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +84,34 @@ def test_benchmark_writes_rows_profile_and_step_budget(real_shards, tmp_path, ca
     assert budget["clips_per_s_needed"] == pytest.approx(2 / 0.05)
     printed = capsys.readouterr().out
     assert "crop/resize/flip" in printed and "clips/s per process" in printed
+
+
+def test_a_baseline_that_cannot_run_here_is_one_line_and_the_rest_are_measured(real_shards, tmp_path, capsys,
+                                                                               monkeypatch):
+    import benchmarks.loader as loader
+
+    reason = "torchcodec cannot load FFmpeg's shared libraries (...): install them"
+    monkeypatch.setattr(loader, "unavailable", lambda name: reason if "torchcodec" in name else None)
+    out = tmp_path / "loader.json"
+    assert loader_main(["--shards", str(real_shards), "--loader", "dali", "vjepa-torchcodec", "shards-torchcodec",
+                        "--batch-size", "2", "--crop-size", "32", "--threads", "1", "--seconds", "0.3",
+                        "--repeats", "1", "--json", str(out)]) == 0
+    assert [r["loader"] for r in json.loads(out.read_text())["rows"]] == ["dali"]
+    err = capsys.readouterr().err
+    assert err.count(f": skipped: {reason}") == 2 and "Traceback" not in err
+
+
+def test_unavailable_says_how_to_get_a_missing_baseline(monkeypatch):
+    import sys
+
+    from benchmarks import baselines
+
+    monkeypatch.setitem(sys.modules, "decord", None)
+    baselines.unavailable.cache_clear()
+    try:
+        assert "pip install -e '.[bench]'" in baselines.unavailable("vjepa-decord")
+    finally:
+        baselines.unavailable.cache_clear()
 
 
 def test_step_budget_says_when_the_loader_is_too_slow():

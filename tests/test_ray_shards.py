@@ -15,7 +15,7 @@ from videos import copy_real_videos
 
 from dataprep import ray_shards
 from dataprep.ray_shards import RayOptions, plan_tasks, run_on_ray
-from dataprep.shards import JobConfig, JobError, merge_parts, run_job
+from dataprep.shard_job import JobConfig, JobError, merge_parts, run_job
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = 3

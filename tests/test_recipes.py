@@ -15,7 +15,8 @@ import pytest
 from test_shards import read_samples
 from videos import write_video
 
-from dataprep.shards import JobConfig, build_parser, run_job
+from dataprep.shard_job import JobConfig, run_job
+from dataprep.shards import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM = {"SLURM_JOB_NODELIST": "gpu[001-004]", "SLURM_NODEID": "2", "SLURM_NNODES": "4", "SLURM_JOB_ID": "1234"}

@@ -20,7 +20,8 @@ from videos import REAL_VIDEOS, copy_real_videos, write_bad_files, write_video
 from dataprep import shards as shards_mod
 from dataprep.inputs import list_inputs
 from dataprep.journal import Journal
-from dataprep.shards import JobConfig, JobError, main, merge_parts, run_job
+from dataprep.shard_job import JobConfig, JobError, merge_parts, run_job
+from dataprep.shards import main
 
 REPO = Path(__file__).resolve().parents[1]
 

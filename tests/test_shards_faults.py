@@ -21,7 +21,8 @@ from videos import copy_real_videos, write_audio_only, write_video
 
 from dataprep import shards as shards_mod
 from dataprep.pool import TaskLost, WorkerPool
-from dataprep.shards import JobConfig, JobError, TimeBudget, main, run_job
+from dataprep.shard_job import JobConfig, JobError, TimeBudget, run_job
+from dataprep.shards import main
 from salt.interrupt import EXIT_STOPPED
 from salt.processes import START_METHOD
 
@@ -58,7 +59,7 @@ def test_shard_job_finishes_from_a_process_running_torch_and_dali_threads(small_
     script = textwrap.dedent(f"""
         import threading, torch
         from nvidia.dali import fn, pipeline_def
-        from dataprep.shards import JobConfig, run_job
+        from dataprep.shard_job import JobConfig, run_job
 
         torch.set_num_threads(2)
         stop = threading.Event()

@@ -10,7 +10,7 @@ import pytest
 from test_shards import read_samples
 from videos import write_video
 
-from dataprep.shards import JobConfig, JobError, run_job
+from dataprep.shard_job import JobConfig, JobError, run_job
 from salt.data.train_clip import TrainClip, wasted_decode_note
 
 

@@ -49,7 +49,7 @@ def build_shards(videos: Path, dest: Path, src: Path, codecs=SUITE_CODECS, short
                  train_clip: str = "16x4@30", clip_seconds: float = 2.5) -> list[Path]:
     """Training-rate shard sets dest/CODEC, one per codec, from the real sample videos (copied into src);
     2.5 s clips give ~45 samples, enough for the suite's loader batch."""
-    from dataprep.shards import JobConfig, run_job
+    from dataprep.shard_job import JobConfig, run_job
 
     src.mkdir(parents=True, exist_ok=True)
     for name in SUITE_VIDEOS:

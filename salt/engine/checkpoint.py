@@ -15,16 +15,13 @@ from typing import Any
 from salt.atomic import write_error, write_text_atomic
 from salt.engine.collectives import barrier
 from salt.engine.stopping import collective_failed
+from salt.run_folder import COMPLETE, complete_tags, incomplete_tags, latest_tag, tag_for
 
-COMPLETE = "COMPLETE"
-
+__all__ = ["COMPLETE", "CheckpointError", "complete_tags", "incomplete_tags", "latest_tag", "load_checkpoint",
+           "save_checkpoint", "tag_for"]
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be loaded (damaged, or written by another model or DeepSpeed config)."""
-
-
-def tag_for(step: int) -> str:
-    return f"step_{step:08d}"
 
 
 def save_checkpoint(engine, folder: Path, step: int, client_state: dict[str, Any], keep: int,
@@ -49,26 +46,6 @@ def save_checkpoint(engine, folder: Path, step: int, client_state: dict[str, Any
             shutil.rmtree(folder / old, ignore_errors=True)
     barrier()
     return tag
-
-
-def complete_tags(folder: Path) -> list[str]:
-    """Complete checkpoints, oldest first."""
-    return sorted(p.name for p in folder.glob("step_*") if (p / COMPLETE).exists())
-
-
-def incomplete_tags(folder: Path) -> list[str]:
-    """Checkpoint folders without their mark: a run stopped (killed) while writing them."""
-    return sorted(p.name for p in folder.glob("step_*") if p.is_dir() and not (p / COMPLETE).exists())
-
-
-def latest_tag(folder: Path) -> str | None:
-    pointer = folder / "latest"
-    if pointer.exists():
-        tag = pointer.read_text().strip()
-        if (folder / tag / COMPLETE).exists():
-            return tag
-    tags = complete_tags(folder)
-    return tags[-1] if tags else None
 
 
 def load_checkpoint(engine, folder: Path, tag: str) -> dict[str, Any]:

@@ -242,7 +242,8 @@ def probe_encoder(encoder: nn.Module, train_cfg: LoaderConfig, val_cfg: LoaderCo
 def main(argv: list[str] | None = None) -> int:
     d = ProbeSettings()
     ap = argparse.ArgumentParser(prog="python -m salt.eval.probe", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--encoder", required=True, help="run folder, export folder or encoder.safetensors")
+    ap.add_argument("--encoder", required=True,
+                    help="run folder, export folder, encoder.safetensors or a transformers V-JEPA 2 folder")
     ap.add_argument("--random-init", action="store_true",
                     help="same architecture as --encoder, randomly initialised weights (the floor)")
     ap.add_argument("--train", required=True, help="labelled training shard set")
@@ -258,12 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=d.lr, help=f"probe learning rate (default {d.lr})")
     ap.add_argument("--seeds", type=int, default=d.seeds, help=f"probes trained per encoder (default {d.seeds})")
     ap.add_argument("--knn-k", type=int, default=20, help="neighbours of the k-NN probe (default 20)")
-    ap.add_argument("--train-views", type=int, default=2, help="passes over --train with fresh random views")
-    ap.add_argument("--eval-clips", type=int, default=2, help="evenly spaced clips per validation sample")
-    ap.add_argument("--eval-crops", type=int, default=3, help="crops along the long side per clip")
-    ap.add_argument("--batch-size", type=int, default=16, help="clips per loader batch")
-    ap.add_argument("--loader", choices=LOADERS, default="dali")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--train-views", type=int, default=2,
+                    help="passes over --train with fresh random views (default 2)")
+    ap.add_argument("--eval-clips", type=int, default=2, help="evenly spaced clips per validation sample (default 2)")
+    ap.add_argument("--eval-crops", type=int, default=3, help="crops along the long side per clip (default 3)")
+    ap.add_argument("--batch-size", type=int, default=16, help="clips per loader batch (default 16)")
+    ap.add_argument("--loader", choices=LOADERS, default="dali",
+                    help="dali (default) or reference (PyAV: every codec on the CPU)")
+    ap.add_argument("--threads", type=int, default=2, help="DALI threads or reference-loader workers (default 2)")
     ap.add_argument("--seed", type=int, default=0, help="first probe seed; also the views' and the random init's")
     ap.add_argument("--json", default=None, help="write the result here (default: <encoder>/probe.json)")
     args = ap.parse_args(argv)
@@ -271,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("need --seeds, --max-epochs, --eval-every >= 1 and 0 <= --heldout-frac < 1")
 
     from salt.models import build_encoder
-    from salt.models.io import find_encoder, load_encoder
+    from salt.models.io import encoder_home, load_encoder
 
     try:
         encoder, info = load_encoder(args.encoder)
@@ -291,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                              weight_decays=tuple(args.weight_decays), heldout_frac=args.heldout_frac,
                              lr=args.lr, seeds=args.seeds)
     try:
+        print(f"probing {args.encoder} ({'random init' if args.random_init else f'{info.stage} step {info.step}'}) "
+              f"on {process_device()}", flush=True)
         result = probe_encoder(encoder, train_cfg, val_cfg, loader=args.loader, train_views=args.train_views,
                                settings=settings, seed=args.seed, knn_k=args.knn_k)
     except ValueError as e:
@@ -305,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{a.epochs} epochs, weight decay {a.weight_decay} chosen on held-out {100 * a.heldout_top1:.1f}%; "
           f"train top-1 {100 * float(np.mean(a.train_top1)):.1f}%)\n"
           f"  k-NN (k={args.knn_k}) top-1    {result.knn.fmt()}")
-    out = Path(args.json) if args.json else find_encoder(args.encoder).parent / (
+    out = Path(args.json) if args.json else encoder_home(args.encoder) / (
         "probe_random.json" if args.random_init else "probe.json")
     write_json_atomic(out, {"encoder": str(args.encoder), "random_init": args.random_init, "stage": info.stage,
                             "step": info.step, **result.to_json(), "args": vars(args)})

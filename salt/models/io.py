@@ -1,8 +1,10 @@
 """An encoder alone, as `encoder.safetensors` + `encoder.json` (its architecture): the frozen teacher of
-a student run, and what downstream users load."""
+a student run, and what downstream users load. Wherever an encoder path is taken (--teacher, --init, the
+probe, the target-cache job), a transformers V-JEPA 2 folder works too (salt.models.hf)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,18 +60,51 @@ def find_encoder(path: str | Path) -> Path:
                             f"{EXPORT_DIR}/encoder.safetensors); a run exports its encoder at every checkpoint")
 
 
-def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VideoViT, EncoderInfo]:
-    """The exported encoder on `map_location`. Built on the meta device and given the file's tensors, so no
-    time goes into a random initialisation that the weights replace (seconds per load at ViT-L size)."""
-    weights = find_encoder(path)
-    meta = json.loads(weights.with_suffix(".json").read_text())
+def read_encoder_info(path: str | Path) -> EncoderInfo:
+    """The architecture and provenance of an exported encoder or a transformers V-JEPA 2 folder."""
+    from salt.models.hf import hf_spec, is_hf_folder
+
+    if is_hf_folder(path):
+        folder = Path(path)
+        config = json.loads((folder / "config.json").read_text())
+        size, spec = hf_spec(config)
+        extra = json.loads((folder / "salt.json").read_text()) if (folder / "salt.json").exists() else {}
+        patch = config["patch_size"]
+        if not isinstance(patch, int):
+            patch = patch[0]
+        return EncoderInfo(size=size, depth=spec.depth, img_size=config["crop_size"],
+                           num_frames=config["frames_per_clip"], patch_size=patch, tubelet_size=config["tubelet_size"],
+                           use_rope=True, embed_dim=spec.embed_dim, stage=extra.get("stage", "vjepa2"),
+                           step=extra.get("step", 0), frame_stride=extra.get("frame_stride", 4))
+    meta = json.loads(find_encoder(path).with_suffix(".json").read_text())
     meta.pop("sha256", None)
-    info = EncoderInfo(**meta)
+    return EncoderInfo(**meta)
+
+
+def encoder_home(path: str | Path) -> Path:
+    """The folder an encoder's results go beside (a run's export folder, or a V-JEPA 2 folder itself)."""
+    from salt.models.hf import is_hf_folder
+
+    return Path(path) if is_hf_folder(path) else find_encoder(path).parent
+
+
+def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[VideoViT, EncoderInfo]:
+    """The exported encoder (or a transformers V-JEPA 2 folder's) on `map_location`. Built on the meta device
+    and given the file's tensors, so no time goes into a random initialisation that the weights replace
+    (seconds per load at ViT-L size)."""
+    from salt.models.hf import encoder_from_hf, hf_weights, is_hf_folder
+
+    info = read_encoder_info(path)
+    if is_hf_folder(path):
+        weights = Path(path)
+        state = {k: v.to(map_location) for k, v in encoder_from_hf(hf_weights(weights), info.depth).items()}
+    else:
+        weights = find_encoder(path)
+        state = load_file(str(weights), device=str(map_location))
     with torch.device("meta"):
         encoder = build_encoder(info.size, img_size=info.img_size, num_frames=info.num_frames,
                                 patch_size=info.patch_size, tubelet_size=info.tubelet_size, depth=info.depth,
                                 use_rope=info.use_rope)
-    state = load_file(str(weights), device=str(map_location))
     missing, unexpected = encoder.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise ValueError(f"{weights} does not fit the encoder its JSON describes: missing {missing[:5]}, "
@@ -79,6 +114,13 @@ def load_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> 
 
 
 def encoder_fingerprint(path: str | Path) -> str:
+    """sha256 of the weights (of each weight file in order, for a transformers folder)."""
+    from salt.models.hf import hf_weight_files, is_hf_folder
+
+    if is_hf_folder(path):
+        files = hf_weight_files(Path(path))
+        return files and (file_sha256(files[0]) if len(files) == 1 else
+                          hashlib.sha256("".join(file_sha256(f) for f in files).encode()).hexdigest())
     weights = find_encoder(path)
     meta = json.loads(weights.with_suffix(".json").read_text())
     return meta.get("sha256") or file_sha256(weights)

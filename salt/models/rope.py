@@ -1,8 +1,13 @@
-"""Optional 3D rotary position embedding (V-JEPA 2 style) on top of timm's Block and Attention.
+"""3D rotary position embedding, V-JEPA 2's function exactly, on top of timm's Block and Attention.
 
-The head dim is split into three equal even chunks rotated by the token's t, h and w position; any
-remainder channels are left unrotated. Parameters are identical to timm's Block, so a RoPE model and
-an absolute-position model have the same state-dict keys.
+The head dim is split into three equal even chunks of 2 * ((head_dim // 3) // 2) channels, rotated by the
+token's t, h and w position; any remainder channels are left as they are. Within a chunk of D channels,
+frequency i is 1 / 10000 ** (i / (D / 2)) for i < D / 2, laid out twice over the chunk (V-JEPA 2's
+`freq.repeat(..., 2)`: channel c uses frequency c mod D/2), while channel pairs (2i, 2i + 1) are the ones
+that mix ((x_2i, x_2i+1) -> (-x_2i+1, x_2i) times the sine). It is what transformers' VJEPA2Model computes
+(`rotate_queries_or_keys`), so a salt RoPE encoder exports to it unchanged (salt.models.hf); the test is
+equality. Parameters are identical to timm's Block, so a RoPE model and an absolute-position model have
+the same state-dict keys.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ def rope_tables(coords: torch.Tensor, head_dim: int, theta: float = 10000.0) -> 
         raise ValueError(f"head_dim {head_dim} is too small for 3D RoPE")
     omega = 1.0 / theta ** (torch.arange(chunk // 2, device=coords.device, dtype=torch.float32) / (chunk // 2))
     angles = coords.float().unsqueeze(-1) * omega  # (B, N, 3, chunk/2)
-    angles = angles.repeat_interleave(2, dim=-1).flatten(2)  # (B, N, 3*chunk), pairs share an angle
+    angles = torch.cat([angles, angles], dim=-1).flatten(2)  # (B, N, 3*chunk): each chunk's frequencies, twice
     rest = head_dim - 3 * chunk
     cos = F.pad(angles.cos(), (0, rest), value=1.0)  # (B, N, head_dim)
     sin = F.pad(angles.sin(), (0, rest), value=0.0)

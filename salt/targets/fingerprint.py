@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from salt.data.config import LoaderConfig
-from salt.models.io import encoder_fingerprint, find_encoder
+from salt.models.io import encoder_fingerprint, read_encoder_info
 
 
 def teacher_fingerprint(path: str | Path) -> str:
     """sha256 of the exported teacher's weights hash and architecture (not its step or run name)."""
-    info = json.loads(find_encoder(path).with_suffix(".json").read_text())
+    info = asdict(read_encoder_info(path))
     arch = {k: info.get(k) for k in ("size", "depth", "img_size", "num_frames", "patch_size", "tubelet_size",
                                      "use_rope", "embed_dim")}
     return sha256_json({"weights_sha256": encoder_fingerprint(path), "architecture": arch})
