@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from dataprep import shards
+from dataprep import shard_job
 
 
 def sleep_then_echo(seconds: float) -> float:
@@ -28,7 +28,7 @@ def hang_on_named(args):
     """The shard job's transcode task, except that inputs whose name contains 'hang' never finish."""
     if "hang" in os.path.basename(args[0].path):
         time.sleep(3600)
-    return shards._work(args)
+    return shard_job._work(args)
 
 
 def start_method(_: object) -> str:

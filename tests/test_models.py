@@ -139,19 +139,33 @@ def test_other_clip_geometry_recomputes_positions() -> None:
         assert enc(torch.randn(1, 3, 8, 32, 48)).shape == (1, 4 * 4 * 6, 64)
 
 
-def test_rope_relative_and_norm_preserving() -> None:
-    head_dim = 24
-    q, k = torch.randn(1, 1, 1, head_dim), torch.randn(1, 1, 1, head_dim)
+def vjepa2_rope(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """V-JEPA 2's rotary function written out from its definition: x (B, heads, N, hd), pos (B, N, 3) ints.
+    Three chunks of 2 * ((hd // 3) // 2) channels for t, h, w, the rest as it is; in a chunk of D channels,
+    frequency i < D/2 is 10000 ** (-i / (D/2)), repeated over the chunk, and pairs (2i, 2i+1) mix."""
+    d = 2 * ((x.shape[-1] // 3) // 2)
+    out = []
+    for axis in range(3):
+        c = x[..., axis * d:(axis + 1) * d]
+        omega = 1.0 / 10000 ** (torch.arange(d // 2, dtype=torch.float32) / (d // 2))
+        freq = (pos[..., axis].float().unsqueeze(-1) * omega).repeat(1, 1, 2).unsqueeze(1)  # (B, 1, N, d)
+        y = torch.stack((-c[..., 1::2], c[..., 0::2]), dim=-1).flatten(-2)
+        out.append(c * freq.cos() + y * freq.sin())
+    return torch.cat(out + [x[..., 3 * d:]], dim=-1)
 
-    def score(pq: list[int], pk: list[int]) -> float:
-        cq, sq = rope_tables(torch.tensor([[pq]]), head_dim)
-        ck, sk = rope_tables(torch.tensor([[pk]]), head_dim)
-        return float((apply_rope(q, cq, sq) * apply_rope(k, ck, sk)).sum())
 
-    assert score([3, 1, 2], [1, 4, 0]) == pytest.approx(score([5, 2, 7], [3, 5, 5]), abs=1e-4)
-    assert score([3, 1, 2], [1, 4, 0]) != pytest.approx(score([3, 1, 2], [1, 4, 1]), abs=1e-4)
-    cos, sin = rope_tables(torch.tensor([[[7, 3, 9]]]), head_dim)
-    assert apply_rope(q, cos, sin).norm() == pytest.approx(float(q.norm()), rel=1e-5)
+@pytest.mark.parametrize("head_dim", [24, 64, 62])
+def test_rope_is_vjepa2s_function(head_dim) -> None:
+    """Exactly V-JEPA 2's (tests/test_hf.py compares with transformers' own code too). It is not a rotation:
+    a pair's two channels turn by different angles, so it neither keeps norms nor depends on relative
+    positions only; position 0 leaves q and k as they are."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 10, head_dim, generator=g)
+    pos = torch.randint(0, 8, (2, 10, 3), generator=g)
+    assert torch.equal(apply_rope(x, *rope_tables(pos, head_dim)), vjepa2_rope(x, pos))
+    assert torch.equal(apply_rope(x, *rope_tables(torch.zeros_like(pos), head_dim)), x)
+    moved = apply_rope(x, *rope_tables(pos + 1, head_dim))
+    assert not torch.allclose(moved, apply_rope(x, *rope_tables(pos, head_dim)), atol=1e-3)
 
 
 def test_rope_encoder_same_parameters_and_uses_positions() -> None:

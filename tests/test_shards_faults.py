@@ -19,6 +19,7 @@ import slow_work
 from test_shards import read_samples, tar_digests
 from videos import copy_real_videos, write_audio_only, write_video
 
+from dataprep import shard_job
 from dataprep import shards as shards_mod
 from dataprep.pool import TaskLost, WorkerPool
 from dataprep.shard_job import JobConfig, JobError, TimeBudget, run_job
@@ -119,7 +120,7 @@ def test_a_hung_transcode_is_recorded_as_timeout_and_the_job_goes_on(small_dir, 
     for p in small_dir.iterdir():
         (src / p.name).write_bytes(p.read_bytes())
     (src / "v1_hang.mp4").write_bytes((small_dir / "v1.mp4").read_bytes())
-    monkeypatch.setattr(shards_mod, "_work", slow_work.hang_on_named)
+    monkeypatch.setattr(shard_job, "_work", slow_work.hang_on_named)
     cfg = JobConfig(input=str(src), name="hung", short_side=32, max_fail_frac=0.5)
     summary = run_job(cfg, tmp_path / "hung", workers=2, progress=False, budget=TimeBudget(fixed=4.0))
     m = summary.manifest
