@@ -1,10 +1,15 @@
 """The resume journal of a shard job: one record per finished shard, written after the shard is in
-place. A rerun continues after the last recorded shard; anything later is redone."""
+place. A rerun continues after the last recorded shard; anything later is redone.
+
+The journal lives in the job's local folder; `present(name, size)` says whether a finished shard is in
+place (a file of that size, or an object of an object-store output), and `on_write(name)` publishes each
+record once written (uploaded beside the shards for an object-store output, so a rerun elsewhere resumes)."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +32,27 @@ class JobMismatch(Exception):
     pass
 
 
+def _local_present(folder: Path) -> Callable[[str, int], bool]:
+    def present(name: str, size: int) -> bool:
+        path = folder / name
+        return path.exists() and path.stat().st_size == size
+    return present
+
+
 class Journal:
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, present: Callable[[str, int], bool] | None = None,
+                 on_write: Callable[[str], None] | None = None, on_remove: Callable[..., None] | None = None):
+        """present(file name, bytes): whether a finished shard is in place (default: beside the journal);
+        on_write(name) / on_remove(*names), names relative to the job's folder: called after each record is
+        written or dropped (an object-store output mirrors the journal)."""
         self.dir = directory
+        self.present = present or _local_present(directory.parent)
+        self.on_write = on_write or (lambda name: None)
+        self.on_remove = on_remove or (lambda *names: None)
+
+    def _write(self, path: Path, record: dict[str, Any]) -> None:
+        write_json_atomic(path, record)
+        self.on_write(str(path.relative_to(self.dir.parent)))
 
     @property
     def job_file(self) -> Path:
@@ -55,7 +78,7 @@ class Journal:
                                   "--overwrite.")
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.job_file, job)
+        self._write(self.job_file, job)
 
     def segments(self) -> list[dict[str, Any]]:
         """Finished shards in order, up to the first one whose tar is missing or of another size;
@@ -64,22 +87,22 @@ class Journal:
         records = sorted(self.dir.glob("shard-*.json"))
         for n, p in enumerate(records):
             rec = json.loads(p.read_text()) if p.name == f"shard-{n:06d}.json" else None
-            shard = self.dir.parent / rec["shard"]["path"] if rec else None
-            if rec is None or not shard.exists() or shard.stat().st_size != rec["shard"]["bytes"]:
+            if rec is None or not self.present(rec["shard"]["path"], rec["shard"]["bytes"]):
                 for stale in records[n:]:
                     stale.unlink()
                 self.end_file.unlink(missing_ok=True)
+                self.on_remove(*[str(f.relative_to(self.dir.parent)) for f in [*records[n:], self.end_file]])
                 break
             out.append(rec)
         return out
 
     def write_segment(self, number: int, shard: dict[str, Any], seg: Segment, next_pos: tuple[int, int]) -> None:
-        write_json_atomic(self.dir / f"shard-{number:06d}.json",
-                          {"shard": shard, "inputs": seg.inputs, "failures": seg.failures, "skipped": seg.skipped,
-                           "next": list(next_pos)})
+        self._write(self.dir / f"shard-{number:06d}.json",
+                    {"shard": shard, "inputs": seg.inputs, "failures": seg.failures, "skipped": seg.skipped,
+                     "next": list(next_pos)})
 
     def write_end(self, seg: Segment) -> None:
-        write_json_atomic(self.end_file, {"inputs": seg.inputs, "failures": seg.failures, "skipped": seg.skipped})
+        self._write(self.end_file, {"inputs": seg.inputs, "failures": seg.failures, "skipped": seg.skipped})
 
     def complete(self) -> bool:
         return self.end_file.exists()

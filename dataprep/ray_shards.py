@@ -26,7 +26,17 @@ from tqdm import tqdm
 
 from dataprep.inputs import InputScan, scan_inputs
 from dataprep.pool import WorkerPool
-from dataprep.shard_job import JobConfig, JobError, JobSummary, TimeBudget, merge_parts, run_job
+from dataprep.shard_job import (
+    JobConfig,
+    JobError,
+    JobOutput,
+    JobSummary,
+    TimeBudget,
+    job_output,
+    merge_parts,
+    run_job,
+)
+from salt.data.output import RemoteOutput
 
 INPUTS_PER_TASK = 32  # default part size: small enough to spread, large enough that a task outlives its start-up
 
@@ -75,10 +85,11 @@ def _worker_pool(workers: int) -> WorkerPool:
 
 def _run_part(cfg: JobConfig, out: str, workers: int, budget: TimeBudget, scan: InputScan) -> dict[str, Any]:
     """One Ray task: the local job on one part, on transcode processes this Ray worker keeps (starting
-    them costs more than a small part). Signals are Ray's to handle. Returns the part's counts."""
+    them costs more than a small part). Signals are Ray's to handle. Returns the part's counts.
+    out: a folder every node sees, or an s3:// prefix (each task stages on its own node and uploads)."""
     global _pool
     try:
-        m = run_job(cfg, Path(out), progress=False, budget=budget, pool=_worker_pool(workers),
+        m = run_job(cfg, out, progress=False, budget=budget, pool=_worker_pool(workers),
                     handle_signals=False, scan=scan).manifest
     except BaseException:
         if _pool is not None:  # tasks of this part may still be running there: start afresh next time
@@ -89,7 +100,7 @@ def _run_part(cfg: JobConfig, out: str, workers: int, budget: TimeBudget, scan: 
             "num_samples": m["num_samples"], "seconds": m["total_input_seconds"]}
 
 
-def run_on_ray(cfg: JobConfig, out: Path, opts: RayOptions, budget: TimeBudget | None = None,
+def run_on_ray(cfg: JobConfig, out: str | Path | JobOutput, opts: RayOptions, budget: TimeBudget | None = None,
                progress: bool = True) -> JobSummary:
     cfg.validate()
     opts.validate()
@@ -101,7 +112,9 @@ def run_on_ray(cfg: JobConfig, out: Path, opts: RayOptions, budget: TimeBudget |
     if not inputs:
         raise JobError(f"no video files found in {cfg.input}")
     n = plan_tasks(len(inputs), opts.tasks)
-    out.mkdir(parents=True, exist_ok=True)
+    output = job_output(out)
+    output.prepare()
+    target = str(output) if isinstance(output, RemoteOutput) else str(output.local.resolve())
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=opts.address, include_dashboard=False, log_to_driver=False,
@@ -110,7 +123,7 @@ def run_on_ray(cfg: JobConfig, out: Path, opts: RayOptions, budget: TimeBudget |
     task = ray.remote(num_cpus=opts.cpus_per_task, max_retries=opts.max_retries, retry_exceptions=False)(_run_part)
     workers = max(1, int(opts.cpus_per_task))
     scan_ref = ray.put(scan)
-    pending = {task.remote(replace(cfg, part=k, num_parts=n), str(out.resolve()), workers, budget or TimeBudget(),
+    pending = {task.remote(replace(cfg, part=k, num_parts=n), target, workers, budget or TimeBudget(),
                            scan_ref): k for k in range(n)}
     bar = tqdm(total=n, unit="task", disable=not progress, desc=f"ray shards {cfg.name}", dynamic_ncols=True)
     errors: list[str] = []
@@ -141,6 +154,6 @@ def run_on_ray(cfg: JobConfig, out: Path, opts: RayOptions, budget: TimeBudget |
         shown = "; ".join(errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
         raise JobError(f"{len(errors)} of {n} Ray tasks failed ({shown}); fix the cause and rerun the same "
                        "command: finished parts are kept")
-    manifest = merge_parts(out)
-    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines() if line.strip()]
+    manifest = merge_parts(output)
+    failures = [json.loads(line) for line in (output.read_text("failures.jsonl") or "").splitlines() if line.strip()]
     return JobSummary(manifest, time.perf_counter() - t0, 0, failures)

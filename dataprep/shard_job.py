@@ -43,9 +43,11 @@ from dataprep.transcode import (
 )
 from salt.atomic import WriteError, write_json_atomic, write_jsonl_atomic
 from salt.data.codecs import DEFAULT_CODEC, codec_spec
+from salt.data.output import LocalOutput, OutputError, RemoteOutput, open_output
 from salt.data.train_clip import TrainClip
 from salt.interrupt import raise_on_stop_signals
 
+JobOutput = LocalOutput | RemoteOutput
 MANIFEST_FORMAT = "salt-shards/1"
 TAR_OVERHEAD = 3 * 1024  # tar headers and padding of one sample's three members, upper bound
 
@@ -227,16 +229,33 @@ def _input_summary(res: VideoResult) -> dict[str, Any]:
             "decode_error": res.decode_error}
 
 
-def run_job(cfg: JobConfig, out: Path, workers: int = 1, overwrite: bool = False,
+def job_output(out: str | Path | JobOutput, staging: str | Path | None = None) -> JobOutput:
+    return out if isinstance(out, (LocalOutput, RemoteOutput)) else open_output(out, staging)
+
+
+def open_journal(output: JobOutput, suffix: str) -> Journal:
+    """The job's journal in its local folder, mirrored to an object-store output."""
+    return Journal(output.local / f".journal{suffix}", present=lambda name, size: output.size(name) == size,
+                   on_write=output.publish, on_remove=output.remove)
+
+
+def run_job(cfg: JobConfig, out: str | Path | JobOutput, workers: int = 1, overwrite: bool = False,
             progress: bool = True, budget: TimeBudget | None = None, pool: WorkerPool | None = None,
             handle_signals: bool = True, scan: InputScan | None = None) -> JobSummary:
     """Raises JobError (bad arguments, failure budget, a write that failed) and Stopped (SIGTERM or
     SIGINT: the shard being filled is discarded, finished ones stay, and a rerun resumes).
 
+    out: a folder, s3://BUCKET/PREFIX or a JobOutput (dataprep.output: an object store is written through
+    a local staging folder, each file uploaded when finished, the manifest last).
     pool: worker processes to use instead of starting `workers` new ones (a Ray worker keeps one
     across its tasks). handle_signals=False leaves SIGTERM and SIGINT to the caller (Ray's own).
     scan: the input listing when the caller already made it (every part of a Ray job shares one)."""
     cfg.validate()
+    try:
+        output = job_output(out)
+        output.prepare()
+    except OutputError as e:
+        raise JobError(str(e)) from None
     budget = budget or TimeBudget()
     t_start = time.perf_counter()
     scan = scan or scan_inputs(cfg.input)
@@ -253,14 +272,18 @@ def run_job(cfg: JobConfig, out: Path, workers: int = 1, overwrite: bool = False
     inputs = all_inputs if cfg.part is None else part_slice(all_inputs, cfg.part, cfg.num_parts or 1)
     # files set aside by the scan are listed once: in the single job, or in part 0
     scan_skipped = [f.to_json() for f in scan.skipped] if not cfg.part else []
-    out.mkdir(parents=True, exist_ok=True)
+    out = output.local  # where this process writes; each finished file is published from here
 
-    journal = Journal(out / f".journal{cfg.suffix}")
+    journal = open_journal(output, cfg.suffix)
     try:
         if overwrite:
             journal.clear()
+            output.remove(f".journal{cfg.suffix}", *output.glob(f"{cfg.prefix}-[0-9]*.tar"),
+                          *output.glob(f"{cfg.prefix}-[0-9]*.idx"))
             for p in list(out.glob(f"{cfg.prefix}-[0-9]*.tar")) + list(out.glob(f"{cfg.prefix}-[0-9]*.idx")):
                 p.unlink()
+        output.abort_unfinished()  # uploads a killed run left unfinished: never visible, aborted now
+        output.pull(f".journal{cfg.suffix}")  # a rerun elsewhere resumes from the store's journal
         # the failure budget may change between runs (raise it and rerun); nothing else that shapes shards may
         contents = {k: v for k, v in asdict(cfg).items() if k != "max_fail_frac"}
         journal.begin({**contents, "inputs": inputs_fingerprint(inputs), "classes": classes})
@@ -270,7 +293,7 @@ def run_job(cfg: JobConfig, out: Path, workers: int = 1, overwrite: bool = False
         raise JobError(str(e)) from None
     segments = journal.segments()
     if journal.complete():
-        return _summary(cfg, out, inputs, classes, segments, journal.tail(), scan_skipped, 0.0, len(segments))
+        return _summary(cfg, output, inputs, classes, segments, journal.tail(), scan_skipped, 0.0, len(segments))
 
     next_input, next_clip = segments[-1]["next"] if segments else (0, 0)
     todo = [v for v in inputs if v.index >= next_input]
@@ -279,7 +302,7 @@ def run_job(cfg: JobConfig, out: Path, workers: int = 1, overwrite: bool = False
     failed_before = sum(len(s["failures"]) for s in segments)
     max_bytes = cfg.shard_size_mb * 1e6 if cfg.shard_size_mb > 0 else float("inf")
 
-    state = _WriterState(out, cfg.prefix, journal, len(segments))
+    state = _WriterState(output, cfg.prefix, journal, len(segments))
     seconds_done, failed = 0.0, failed_before
     bar = None
     try:
@@ -328,7 +351,8 @@ def run_job(cfg: JobConfig, out: Path, workers: int = 1, overwrite: bool = False
         done = [f for s in journal.segments() for f in s["failures"]] + state.segment.failures
         try:
             write_jsonl_atomic(out / f"failures{cfg.suffix}.jsonl", done)
-        except WriteError:
+            output.publish(f"failures{cfg.suffix}.jsonl")
+        except (WriteError, OSError):
             pass  # the disk is full: the journal still holds every finished shard's failures
         raise JobError(str(e)) from None
     except BaseException:
@@ -338,7 +362,7 @@ def run_job(cfg: JobConfig, out: Path, workers: int = 1, overwrite: bool = False
         if bar is not None:
             bar.close()
     segments = journal.segments()
-    return _summary(cfg, out, inputs, classes, segments, journal.tail(), scan_skipped,
+    return _summary(cfg, output, inputs, classes, segments, journal.tail(), scan_skipped,
                     time.perf_counter() - t_start, 0 if not segments else len(segments) - state.written)
 
 
@@ -350,8 +374,8 @@ def _skip_digest(skipped: list[SkippedFile], n: int = 3) -> str:
 class _WriterState:
     """The shard being filled and the journal segment it closes."""
 
-    def __init__(self, out: Path, prefix: str, journal: Journal, number: int):
-        self.out, self.prefix, self.journal, self.number = out, prefix, journal, number
+    def __init__(self, output: JobOutput, prefix: str, journal: Journal, number: int):
+        self.output, self.out, self.prefix, self.journal, self.number = output, output.local, prefix, journal, number
         self.writer: ShardWriter | None = None
         self.segment = Segment()
         self.written = 0
@@ -364,6 +388,8 @@ class _WriterState:
     def close(self, next_pos: tuple[int, int]) -> None:
         assert self.writer is not None
         info = self.writer.close()
+        self.output.publish(info.index, info.path)  # an object store: uploaded, each visible once complete
+        self.output.drop_local(info.path, info.index)
         self.journal.write_segment(self.number, info.to_json(), self.segment, next_pos)
         self.writer, self.segment = None, Segment()
         self.number += 1
@@ -404,18 +430,20 @@ def _write_video(res: VideoResult, state: _WriterState, cfg: JobConfig, label_in
         state.segment.inputs.append(_input_summary(res))
 
 
-def _summary(cfg: JobConfig, out: Path, inputs: list[InputVideo], classes: list[str],
+def _summary(cfg: JobConfig, output: JobOutput, inputs: list[InputVideo], classes: list[str],
              segments: list[dict[str, Any]], tail: Segment, scan_skipped: list[dict[str, Any]],
              wall_seconds: float, resumed: int) -> JobSummary:
-    """Write manifest and failures from the journal; together they name every file exactly once."""
+    """Write manifest and failures from the journal; together they name every file exactly once. The
+    manifest is published last: a reader finds a shard set only once every shard is in place."""
     done_inputs = [i for s in segments for i in s["inputs"]] + tail.inputs
     failures = [f for s in segments for f in s["failures"]] + tail.failures
     skipped = scan_skipped + [f for s in segments for f in s.get("skipped", [])] + tail.skipped
     shards = [s["shard"] for s in segments]
     manifest = build_manifest(cfg, classes, shards, done_inputs, failures, skipped)
     try:
-        write_jsonl_atomic(out / f"failures{cfg.suffix}.jsonl", failures)
-        write_json_atomic(out / f"manifest{cfg.suffix}.json", manifest)
+        write_jsonl_atomic(output.local / f"failures{cfg.suffix}.jsonl", failures)
+        write_json_atomic(output.local / f"manifest{cfg.suffix}.json", manifest)
+        output.publish(f"failures{cfg.suffix}.jsonl", f"manifest{cfg.suffix}.json")
     except WriteError as e:
         raise JobError(str(e)) from None
     return JobSummary(manifest, wall_seconds, resumed, failures)
@@ -465,20 +493,26 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
-def merge_parts(out: Path) -> dict[str, Any]:
-    """Combine the manifests of all `--part K/N` jobs written into `out` into manifest.json."""
-    parts = sorted(out.glob("manifest-p[0-9][0-9][0-9][0-9].json"))
+def merge_parts(out: str | Path | JobOutput) -> dict[str, Any]:
+    """Combine the manifests of all `--part K/N` jobs written into `out` into manifest.json (published
+    last, after failures.jsonl)."""
+    try:
+        output = job_output(out)
+        output.prepare()
+    except OutputError as e:
+        raise JobError(str(e)) from None
+    parts = output.glob("manifest-p[0-9][0-9][0-9][0-9].json")
     if not parts:
-        raise JobError(f"no part manifests (manifest-pNNNN.json) in {out}; run the --part jobs first")
-    manifests = [json.loads(p.read_text()) for p in parts]
+        raise JobError(f"no part manifests (manifest-pNNNN.json) in {output}; run the --part jobs first")
+    manifests = [json.loads(output.read_text(p)) for p in parts]
     num_parts = {m["options"]["num_parts"] for m in manifests}
     if len(num_parts) != 1:
-        raise JobError(f"part manifests in {out} disagree on the number of parts: {sorted(num_parts)}")
+        raise JobError(f"part manifests in {output} disagree on the number of parts: {sorted(num_parts)}")
     n = num_parts.pop()
     have = sorted(m["options"]["part"] for m in manifests)
     missing = sorted(set(range(n)) - set(have))
     if missing:
-        raise JobError(f"cannot merge {out}: parts {missing} of {n} have not finished")
+        raise JobError(f"cannot merge {output}: parts {missing} of {n} have not finished")
     base = {k: v for k, v in manifests[0]["options"].items() if k not in ("part",)}
     for m in manifests[1:]:
         other = {k: v for k, v in m["options"].items() if k not in ("part",)}
@@ -487,8 +521,8 @@ def merge_parts(out: Path) -> dict[str, Any]:
     cfg = JobConfig(**{**base, "part": None, "num_parts": n})
     failures = []
     for k in range(n):
-        f = out / f"failures-p{k:04d}.jsonl"
-        failures += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        text = output.read_text(f"failures-p{k:04d}.jsonl") or ""
+        failures += [json.loads(line) for line in text.splitlines() if line.strip()]
     skipped = [f for m in manifests for f in m.get("skipped", [])]
     num_ok = sum(m["num_ok"] for m in manifests)
     manifest = {
@@ -504,8 +538,9 @@ def merge_parts(out: Path) -> dict[str, Any]:
         "partly_decoded": sum(m["partly_decoded"] for m in manifests),
         "parts": n,
     }
-    write_jsonl_atomic(out / "failures.jsonl", failures)
-    write_json_atomic(out / "manifest.json", manifest)
+    write_jsonl_atomic(output.local / "failures.jsonl", failures)
+    write_json_atomic(output.local / "manifest.json", manifest)
+    output.publish("failures.jsonl", "manifest.json")
     return manifest
 
 

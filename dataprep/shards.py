@@ -17,9 +17,19 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from dataprep.journal import Journal
-from dataprep.shard_job import JOB_DEFAULTS, JobConfig, JobError, JobSummary, TimeBudget, merge_parts, run_job
+from dataprep.shard_job import (
+    JOB_DEFAULTS,
+    JobConfig,
+    JobError,
+    JobSummary,
+    TimeBudget,
+    job_output,
+    merge_parts,
+    open_journal,
+    run_job,
+)
 from salt.data.codecs import CODECS
+from salt.data.output import OutputError
 from salt.interrupt import EXIT_STOPPED, Stopped
 
 
@@ -70,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "SIGINT with the finished shards kept (rerun the same command to resume).")
     p.add_argument("--input", help="directory of videos (label = first sub-folder) or a .csv/.jsonl manifest "
                                    "with 'path' and optional 'label'")
-    p.add_argument("--out", help="output folder, e.g. shards/NAME; NAME names the shard files")
+    p.add_argument("--out", help="output folder (shards/NAME) or object-store prefix (s3://BUCKET/NAME); NAME names "
+                                  "the shard files")
+    p.add_argument("--staging", default=None,
+                   help="with an s3:// --out: where files are made before their upload (default "
+                        "~/.cache/salt/staging or $SALT_STAGING); holds only the shards being written")
     p.add_argument("--codec", default=JOB_DEFAULTS["codec"], choices=sorted(CODECS),
                    help="vp9 decodes with DALI on CPU and GPU; h264/hevc need NVDEC (GPU) in DALI")
     p.add_argument("--fps", type=_fps, default=JOB_DEFAULTS["fps"],
@@ -147,11 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.verify:
             return _verify(args.verify)
         if args.merge:
-            print(JobSummary(merge_parts(Path(args.merge)), 0.0, 0).format())
+            print(JobSummary(merge_parts(job_output(args.merge, args.staging)), 0.0, 0).format())
             return 0
         if not args.input or not args.out:
             raise JobError("--input and --out are required (or use --merge / --info / --verify)")
-        out = Path(args.out)
+        out = job_output(args.out, args.staging)  # a folder, or s3://BUCKET/PREFIX through a staging folder
         part, num_parts = args.part if args.part else (None, None)
         cfg = JobConfig(input=str(args.input), name=out.name, codec=args.codec, fps=args.fps,
                         train_clip=args.train_clip,
@@ -172,17 +186,17 @@ def main(argv: list[str] | None = None) -> int:
             summary = run_job(cfg, out, workers=args.workers, overwrite=args.overwrite, progress=not args.quiet,
                               budget=budget)
     except Stopped as e:
-        done = len(Journal(Path(args.out) / f".journal{cfg.suffix}").segments())
+        done = len(open_journal(out, cfg.suffix).segments())
         print(f"{e}: {done} shards finished in {args.out}; rerun the same command to resume", file=sys.stderr)
         return EXIT_STOPPED
-    except (JobError, FileNotFoundError, ValueError) as e:
+    except (JobError, OutputError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(summary.format())
     m = summary.manifest
     if m["num_failed"] > cfg.max_fail_frac * m["num_inputs"]:
         print(f"error: {m['num_failed']} of {m['num_inputs']} inputs failed, more than --max-fail-frac "
-              f"{cfg.max_fail_frac}; see {out / f'failures{cfg.suffix}.jsonl'}", file=sys.stderr)
+              f"{cfg.max_fail_frac}; see {out}/failures{cfg.suffix}.jsonl", file=sys.stderr)
         return 1
     return 0
 

@@ -46,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="frozen teacher: run folder, export folder, encoder.safetensors or a "
                                       "transformers V-JEPA 2 folder")
     p.add_argument("--shards", help="shard set (shards/NAME)")
-    p.add_argument("--out", help="cache folder (cache/NAME)")
+    p.add_argument("--out", help="cache folder (cache/NAME) or object-store prefix (s3://BUCKET/NAME)")
+    p.add_argument("--staging", default=None,
+                   help="with an s3:// --out: where files are made before their upload (default "
+                        "~/.cache/salt/staging or $SALT_STAGING)")
     p.add_argument("--views", type=int, help="views per sample (K); the student uses one per epoch")
     p.add_argument("--dtype", default="bf16", choices=STORAGE_DTYPES,
                    help="storage: bf16 (default), fp16, fp32, or fp8 (e4m3 with a per-token scale, half of bf16)")
@@ -106,7 +109,7 @@ def resolve_job(args: argparse.Namespace, overrides: list[str]):
                      patch_size=cfg.model.patch_size, tubelet_size=cfg.model.tubelet_size, dtype=args.dtype,
                      teacher_dtype=short_name(weights_dtype(cfg.teacher.dtype, precision.name)),
                      autocast=short_name(precision.autocast),
-                     layers=tuple(args.layers) if args.layers else None, batch_size=args.batch_size,
+                     layers=tuple(args.layers) if args.layers else None, batch_size=args.batch_size, staging=args.staging,
                      loader=args.loader or cfg.data.loader, compression_level=args.zstd_level)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from salt.data.augment import HANDOFFS, PixelNorm
+from salt.data.storage import RetryPolicy
 from salt.data.views import ViewRecipe
 
 
@@ -29,6 +30,8 @@ class LoaderConfig:
     device: str = "auto"  # "auto" | "cpu" | "gpu": where DALI decodes
     strict: bool = False  # raise on a sample that fails to decode instead of counting and skipping it
     max_bad_fraction: float = 0.1  # stop when more than this share of the last 1000 samples failed to decode
+    remote_attempts: int = 10  # s3:// and https:// shard sets: attempts per request (retried with backoff and jitter)
+    remote_timeout_s: float = 20.0  # ... and the connect/read timeout of each attempt (a stalled server)
     verify_shards: bool = True  # hash each shard tar on its first read in a process, refuse one that does not
     # match manifest.json's sha256 (one read of the shard per process, ~1.4 GB/s per core); false: sizes only
     cached_views: int = 0  # >0: each sample uses one of this many precomputed views per epoch (target cache)
@@ -39,6 +42,9 @@ class LoaderConfig:
     cut_views: str = "auto"  # where uint8 views are cut: "auto" (torch on the CPU, DALI on a GPU), "dali", "torch"
     mean: tuple[float, float, float] = field(default=(0.485, 0.456, 0.406))
     std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225))
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.remote_attempts, timeout_s=self.remote_timeout_s)
 
     def recipe(self) -> ViewRecipe:
         values = {f.name: getattr(self, f.name) for f in fields(ViewRecipe)}
@@ -84,6 +90,8 @@ class LoaderConfig:
         if self.cut_views == "torch" and (self.device == "gpu" or self.handoff == "float32"):
             raise ValueError("data.cut_views=torch needs data.device=cpu and data.handoff=uint8 "
                              "(on a GPU, and for float32, DALI cuts the views)")
+        if self.remote_attempts < 1 or self.remote_timeout_s <= 0:
+            raise ValueError("data.remote_attempts must be >= 1 and data.remote_timeout_s > 0")
         if not 0 < self.max_bad_fraction <= 1:
             raise ValueError(f"data.max_bad_fraction must be in (0, 1], got {self.max_bad_fraction}")
         if self.batch_size < 1 or self.threads < 1 or self.prefetch < 1:

@@ -35,8 +35,16 @@ from salt.data.batch import VideoBatch
 from salt.data.config import LoaderConfig
 from salt.data.dali_copy import DaliToTorch
 from salt.data.loader_base import VideoLoaderBase
-from salt.data.plan import BatchPlan, BatchPlanner, CorruptSampleError, LoaderError, SamplePlan
+from salt.data.plan import (
+    BatchPlan,
+    BatchPlanner,
+    CorruptSampleError,
+    LoaderError,
+    RemoteReadError,
+    SamplePlan,
+)
 from salt.data.shardset import ShardSet
+from salt.data.storage import StorageError
 from salt.devices import dali_device
 from salt.masks import MaskGenerator
 
@@ -112,10 +120,14 @@ class ReadAhead:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salt-read-ahead") if depth else None
         self._queue: deque[Future] = deque()
         self._lock = threading.Lock()
+        self.failed: RemoteReadError | None = None  # a read that ran out of retries (DALI may wrap it)
 
     def _read(self, epoch: int, index: int) -> tuple[BatchPlan, list[bytes]]:
-        plan = self.planner.plan(epoch, index)
-        return plan, [self.planner.shards.video_bytes(s.index) for s in plan.samples]
+        try:
+            plan = self.planner.plan(epoch, index)  # reads each sample's metadata
+            return plan, [self.planner.shards.video_bytes(s.index) for s in plan.samples]
+        except StorageError as e:  # the server stayed unreachable past the retry budget: not a bad sample
+            raise RemoteReadError(str(e)) from None
 
     def _fill(self) -> None:
         while len(self._queue) < self.depth:
@@ -123,13 +135,17 @@ class ReadAhead:
             self._queue.append(self._pool.submit(self._read, epoch, index))
 
     def next(self) -> tuple[BatchPlan, list[bytes]]:
-        if self._pool is None:
-            return self._read(*next(self.positions))
-        with self._lock:
-            self._fill()
-            fut = self._queue.popleft()
-            self._fill()
-        return fut.result()
+        try:
+            if self._pool is None:
+                return self._read(*next(self.positions))
+            with self._lock:
+                self._fill()
+                fut = self._queue.popleft()
+                self._fill()
+            return fut.result()
+        except RemoteReadError as e:
+            self.failed = e
+            raise
 
     def close(self) -> None:
         """Drops the batches read ahead and waits for the one being read (nothing runs on afterwards)."""
@@ -249,7 +265,14 @@ class DaliVideoLoader(VideoLoaderBase):
                 self._copy.before_run()  # DALI reuses the last outputs' buffers from here
                 outputs = self._pipe.run()
                 break
+            except RemoteReadError:
+                self._stop()
+                raise
             except RuntimeError as e:
+                failed = self._feeder.ahead.failed if self._feeder else None
+                if failed is not None:  # the shard set's server, not a sample: no sample is marked bad
+                    self._stop()
+                    raise RemoteReadError(str(failed)) from None
                 self._recover(e)
                 self._start()
         plan = self._feeder.in_flight.popleft()

@@ -11,6 +11,7 @@ from salt.data.batch import MaskPrefetcher, VideoBatch
 from salt.data.config import LoaderConfig
 from salt.data.plan import BatchPlan, BatchPlanner, LoaderError, LoaderStats
 from salt.data.shardset import ShardSet
+from salt.data.storage import retry_count
 from salt.masks import MaskGenerator
 
 BAD_WINDOW = 1000  # samples: the span over which data.max_bad_fraction is judged
@@ -28,7 +29,8 @@ class VideoLoaderBase:
         self.cfg = cfg
         self.rank, self.world = rank, world
         self.pin_memory = pin_memory
-        self.shards = ShardSet(cfg.shards, verify=cfg.verify_shards)
+        self._retries_seen = retry_count()  # this process's retries before the loader opened its shard set
+        self.shards = ShardSet(cfg.shards, verify=cfg.verify_shards, retry=cfg.retry_policy())
         self.planner = BatchPlanner(self.shards, cfg, rank, world, only_shards)
         self.masks = MaskPrefetcher(mask_generator, cfg.seed, rank, pin=pin_memory)
         self.stats = LoaderStats()
@@ -85,13 +87,20 @@ class VideoLoaderBase:
                               f"shard set is at fault (`python -m dataprep.shards --verify {self.shards.root}` "
                               "checks the shards)")
 
+    def _note_retries(self, from_workers: int = 0) -> None:
+        """Retries of remote reads since the last call: this process's, and `from_workers` done elsewhere."""
+        now = retry_count()
+        self.stats.storage_retries += now - self._retries_seen + from_workers
+        self._retries_seen = now
+
     def take_new_bad(self) -> list[tuple[str, str]]:
         """(key, shard) of each sample found undecodable (and skipped) since the last call."""
         new, self._new_bad = self._new_bad, []
         return new
 
-    def _assemble(self, plan: BatchPlan, video: torch.Tensor) -> VideoBatch:
+    def _assemble(self, plan: BatchPlan, video: torch.Tensor, worker_retries: int = 0) -> VideoBatch:
         """video: (V * B, T, S, S, C) uint8 ((V * B, C, T, S, S) float32 under handoff float32), view-major: rows [v * B, (v + 1) * B) are view v of each sample."""
+        self._note_retries(worker_retries)
         v = len(plan.samples[0].views)
         upcoming, e, i = [], plan.epoch, plan.index + 1
         for _ in range(2):

@@ -23,6 +23,17 @@ class LoaderError(Exception):
     """A problem the user must fix (bad shard set, codec the device cannot decode, all samples bad)."""
 
 
+class RemoteReadError(LoaderError):
+    """A remote shard set (s3://, https://) that stayed unreachable past its retry budget; the message names
+    the URL and the budget (data.remote_attempts, data.remote_timeout_s)."""
+
+    def __init__(self, message: str):
+        # torch's DataLoader re-raises a worker's exception as type(text with the worker's traceback)
+        if "Traceback" in message:
+            message = message.strip().splitlines()[-1].split(f"{type(self).__name__}: ", 1)[-1]
+        super().__init__(message)
+
+
 class CorruptSampleError(LoaderError):
     """A sample failed to decode under strict mode; the message names its shard and key."""
 
@@ -37,6 +48,7 @@ class LoaderStats:
     samples: int = 0
     bad_samples: int = 0  # distinct samples found undecodable and skipped
     bad_keys: list[str] = field(default_factory=list)
+    storage_retries: int = 0  # retried remote reads (s3://, https:// shard sets), every worker of this loader
 
 
 @dataclass

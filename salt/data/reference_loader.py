@@ -22,8 +22,9 @@ from salt.data.batch import VideoBatch
 from salt.data.config import LoaderConfig
 from salt.data.decode import decode_views
 from salt.data.loader_base import VideoLoaderBase
-from salt.data.plan import BatchPlanner, CorruptSampleError, LoaderError
+from salt.data.plan import BatchPlanner, CorruptSampleError, LoaderError, RemoteReadError
 from salt.data.shardset import ShardSet
+from salt.data.storage import StorageError, retry_count
 from salt.masks import MaskGenerator
 from salt.processes import loader_context
 
@@ -37,16 +38,20 @@ class _Batches(IterableDataset):
         self.shards, self.cfg, self.rank, self.world = shards, cfg, rank, world
         self.epoch, self.start, self.bad, self.only_shards = epoch, start, bad, only_shards
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, object, list[int]]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, object, list[int], int]]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         planner = BatchPlanner(self.shards, self.cfg, self.rank, self.world, self.only_shards)
         planner.bad = set(self.bad)
         recipe = self.cfg.recipe()
+        retries = retry_count()
         for index in range(self.start + wid, planner.batches_per_epoch, nw):
             new_bad: list[int] = []
             while True:
-                plan = planner.plan(self.epoch, index)
+                try:
+                    plan = planner.plan(self.epoch, index)  # reads each sample's metadata
+                except StorageError as e:
+                    raise RemoteReadError(str(e)) from None
                 try:
                     views = [v for s in plan.samples for v in self._decode(s, recipe)]
                     break
@@ -57,13 +62,19 @@ class _Batches(IterableDataset):
                     new_bad.append(e.index)
             b, v = len(plan.samples), len(plan.samples[0].views)
             video = torch.stack(views).unflatten(0, (b, v)).transpose(0, 1).flatten(0, 1)  # (V * B, ...) view-major
-            yield video.contiguous(), plan, new_bad
+            now = retry_count()
+            yield video.contiguous(), plan, new_bad, (now - retries) if info else 0  # a worker's own retries
+            retries = now
 
     def _decode(self, sample, recipe) -> list[torch.Tensor]:
         try:
             # handoff float32: the worker normalises (the uint8 default leaves it to the training device)
             norm = None if self.cfg.handoff == "uint8" else PixelNorm(tuple(self.cfg.mean), tuple(self.cfg.std))
-            return decode_views(self.shards.video_bytes(sample.index), sample.frames, sample.views, recipe, norm)
+            data = self.shards.video_bytes(sample.index)
+        except StorageError as e:  # the shard set's server stayed unreachable past the retry budget
+            raise RemoteReadError(str(e)) from None
+        try:
+            return decode_views(data, sample.frames, sample.views, recipe, norm)
         except (av.error.FFmpegError, ValueError, IndexError) as e:
             raise _SampleFailed(sample.index, sample.key, f"{type(e).__name__}: {e}") from None
 
@@ -137,9 +148,12 @@ class ReferenceVideoLoader(VideoLoaderBase):
         if self._it is None:
             self._start()
         try:
-            video, plan, new_bad = next(self._it)
+            video, plan, new_bad, worker_retries = next(self._it)
         except StopIteration:
             raise LoaderError("reference loader ended its epoch early") from None
+        except RemoteReadError as e:  # re-raised by DataLoader with the worker's traceback as text
+            self._stop()
+            raise RemoteReadError(str(e)) from None
         except CorruptSampleError as e:  # re-raised by DataLoader with the worker's traceback as text
             self._stop()
             last = str(e).strip().splitlines()[-1]
@@ -149,4 +163,4 @@ class ReferenceVideoLoader(VideoLoaderBase):
         if self.next_index + 1 >= len(self):
             it, self._it = self._it, None  # the next epoch starts new workers
             _shut_down(it)
-        return self._assemble(plan, video)
+        return self._assemble(plan, video, worker_retries)

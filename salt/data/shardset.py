@@ -12,7 +12,6 @@ whole set in full (sizes, hashes, and the index files against the tars).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ import numpy as np
 
 from salt.atomic import file_sha256
 from salt.data.codecs import codec_spec
-from salt.data.storage import LocalStore, is_url, open_store
+from salt.data.storage import RetryPolicy, StorageError, is_url, open_store, store_sha256
 
 
 class ShardSetError(Exception):
@@ -70,11 +69,12 @@ class ShardSet:
     manifest's sha256 (ShardIntegrityError, naming the shard). Off, only the sizes are checked.
     """
 
-    def __init__(self, root: str | Path, verify: bool = True):
+    def __init__(self, root: str | Path, verify: bool = True, retry: RetryPolicy | None = None):
+        """retry: how a remote shard set's reads ride out faults (salt.data.storage)."""
         self.root: Path | str = str(root).rstrip("/") if is_url(root) else Path(root)
         self.verify = verify
         try:
-            self.store = open_store(root)
+            self.store = open_store(root, retry)
             if not self.store.exists("manifest.json"):
                 hint = " (run `python -m dataprep.shards --merge` for a --part job)" if _has_parts(self.store) else ""
                 raise ShardSetError(f"no shard set at {self.root}: manifest.json is missing{hint}")
@@ -162,7 +162,9 @@ class ShardSet:
             want = info.get("sha256")
             if want is not None:
                 try:
-                    got = _sha256(self.store, info["path"])
+                    got = store_sha256(self.store, info["path"])
+                except StorageError:
+                    raise  # the server, not the shard: the loaders report it as such (RemoteReadError)
                 except OSError as e:
                     raise ShardSetError(f"shard {self.root}/{info['path']} cannot be read: {e}") from None
                 if got != want:
@@ -305,14 +307,3 @@ def _has_parts(store) -> bool:
         return bool(store.glob("manifest-p*.json"))
     except (OSError, NotImplementedError, ValueError):  # a web server lists nothing
         return False
-
-
-def _sha256(store, name: str) -> str:
-    """Whole-file sha256 through the store (a positioned read of a local file, streamed from a URL)."""
-    if isinstance(store, LocalStore):
-        return file_sha256(store.root / name)
-    h = hashlib.sha256()
-    with store.open(name) as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

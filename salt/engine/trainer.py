@@ -23,6 +23,7 @@ from salt.build import build_masks, encoder_info
 from salt.config import Config, ConfigError, dump_config, from_dict, to_dict
 from salt.data.batch import VideoBatch
 from salt.data.loaders import open_loader
+from salt.data.plan import RemoteReadError
 from salt.data.train_clip import wasted_decode_note
 from salt.engine import collectives
 from salt.engine.checkpoint import incomplete_tags, latest_tag, load_checkpoint, save_checkpoint, tag_for
@@ -54,7 +55,8 @@ from salt.targets.reader import TargetCache, TargetPrefetcher
 RESUMABLE_CHANGES = {"run.steps", "run.stop_after", "run.log_every", "run.checkpoint_every", "run.keep_checkpoints",
                      "run.tensorboard", "run.probe_every", "run.probe_shards", "run.probe_samples", "run.threads",
                      "run.compile", "model.grad_checkpointing", "data.threads", "data.prefetch", "data.loader",
-                     "data.strict", "run.peer_timeout_s"}
+                     "data.strict", "run.peer_timeout_s", "data.remote_attempts", "data.remote_timeout_s",
+                     "data.max_bad_fraction"}
 
 
 class TrainingError(RuntimeError):
@@ -249,9 +251,12 @@ class Trainer:
             window = window or Window()
             data_s, clips, flops, losses = 0.0, 0, 0.0, []
             lr, wd = apply_schedule(self.optimizer, self.step, total, cfg.optim)
-            for _ in range(cfg.optim.accumulation):
+            for micro in range(cfg.optim.accumulation):
                 t_data = time.perf_counter()
-                batch = next(batches)
+                try:
+                    batch = next(batches)
+                except RemoteReadError as e:
+                    raise self._remote_failure(e, at_step_boundary=micro == 0) from None
                 video = batch.model_input(device)  # (B * V, C, T, H, W) float, normalised
                 # pinned host tensors (loaders pin for a GPU): asynchronous copies
                 masks = [m.to(device, non_blocking=True) for m in batch.masks] if batch.masks else None
@@ -281,7 +286,7 @@ class Trainer:
             stopping = self._boundary(stop)
             probing = bool(cfg.run.probe_every) and (self.step % cfg.run.probe_every == 0 or self.step == end)
             if self.step % cfg.run.log_every == 0 or self.step == end or probing or (stopping and window.steps):
-                extra = {"bad_samples": len(self.bad_keys)}
+                extra = {"bad_samples": len(self.bad_keys), "storage_retries": self.loader.stats.storage_retries}
                 if probing:
                     extra.update(self._probe(window))
                     collectives.barrier()  # the other ranks wait here for the main rank's probe
@@ -296,6 +301,7 @@ class Trainer:
             if stopping and self.step < end:  # a signal at the last step changes nothing
                 self.stopped_by = stopping
                 break
+        retries = sum(collectives.gather_objects(self.loader.stats.storage_retries))  # every rank's
         if self.dist.is_main and last_row is not None:
             write_json_atomic(self.run_dir / "summary.json", {
                 "stage": cfg.stage, "step": self.step, "steps": total, "finished": self.step >= total,
@@ -303,8 +309,17 @@ class Trainer:
                 "train_flops": self.flops_done, "final_loss": last_row["loss"], "world": self.dist.world,
                 "precision": cfg.run.precision, "device": str(self.dist.device),
                 "trained_params": self.num_params(), "bad_samples": len(self.bad_keys),
-                "bad_keys": sorted(self.bad_keys), "last_window": last_row})
+                "bad_keys": sorted(self.bad_keys), "storage_retries": retries, "last_window": last_row})
         return last_row
+
+    def _remote_failure(self, e: RemoteReadError, at_step_boundary: bool) -> TrainingError:
+        """The shard set's server stayed unreachable past the retry budget. One process (or every rank at
+        once) at a step boundary writes a checkpoint of the steps done; otherwise the latest one stands."""
+        if self.dist.world == 1 and at_step_boundary and self.step > 0 and not (self.ckpt_dir / tag_for(self.step)).exists():
+            self.checkpoint()
+            return TrainingError(f"{e}; checkpoint written at step {self.step}: --resume continues from it once the "
+                                 "server answers")
+        return TrainingError(f"{e}; --resume continues from the latest checkpoint once the server answers")
 
     def _read_window(self, window: Window, features: torch.Tensor | None) -> dict[str, float | None]:
         """The window's losses and metrics, and this step's feature health, averaged over ranks on the device

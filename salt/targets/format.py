@@ -168,6 +168,29 @@ def open_arrow(path: Path, expected_bytes: int | None = None) -> ipc.RecordBatch
                                "precompute job (it rewrites damaged files)") from None
 
 
+def open_stored_arrow(store, name: str, expected_bytes: int | None = None) -> ipc.RecordBatchFileReader:
+    """An Arrow IPC file of a cache in a local folder (memory-mapped) or at a URL (salt.data.storage's
+    RemoteStore: read by ranges through fsspec, the footer and each row batch a range request)."""
+    from salt.data.storage import LocalStore
+
+    if isinstance(store, LocalStore):
+        return open_arrow(store.root / name, expected_bytes)
+    where = f"{store}/{name}"
+    try:
+        size = store.size(name)
+    except FileNotFoundError:
+        raise TargetCacheError(f"{where} is missing from the target cache: rerun the precompute job to write it") \
+            from None
+    if expected_bytes is not None and size != expected_bytes:
+        raise TargetCacheError(f"{where} has {size} bytes, meta.json says {expected_bytes}: truncated or replaced; "
+                               "rerun the precompute job (it rewrites damaged files)")
+    try:
+        return ipc.open_file(store.open(name), options=ipc.IpcReadOptions(use_threads=False))
+    except (pa.ArrowException, OSError) as e:
+        raise TargetCacheError(f"{where} ({size} bytes) is truncated or not an Arrow IPC file ({e}); rerun the "
+                               "precompute job (it rewrites damaged files)") from None
+
+
 def footer_metadata(reader: ipc.RecordBatchFileReader, path: Path) -> dict:
     raw = reader.metadata or {}
     try:

@@ -35,6 +35,7 @@ from salt.atomic import file_sha256, reporting_write_errors, write_json_atomic
 from salt.data.augment import one_torch_thread
 from salt.data.config import LoaderConfig
 from salt.data.loaders import LOADERS, open_loader
+from salt.data.output import LocalOutput, OutputError, RemoteOutput, open_output
 from salt.data.shardset import ShardSet
 from salt.devices import process_device
 from salt.interrupt import StopFlag, Stopped
@@ -64,6 +65,8 @@ from salt.targets.format import (
 )
 from salt.targets.meta import CacheMeta
 
+JobOutput = LocalOutput | RemoteOutput
+
 
 class TargetJobError(Exception):
     """A job-level problem with a message for the user."""
@@ -84,6 +87,7 @@ class TargetJob:
     batch_size: int = 4  # samples per loader batch; the teacher sees batch_size * num_views clips
     loader: str = "dali"  # dali | reference
     compression_level: int | None = None  # zstd level; None: Arrow's default
+    staging: str | None = None  # an s3:// out: where files are made before their upload (salt.data.output)
 
     def validate(self) -> None:
         codec(self.dtype)
@@ -298,14 +302,17 @@ def _finalize(out: Path, meta: dict) -> bool:
         digest = r["sha256"] if r.get("sha256") and r.get("bytes") == size else file_sha256(path)
         files.append({**f, "samples": len(keys), "rows": len(keys) * k, "bad_keys": bad,
                       "bytes": size, "sha256": digest})
+    write_json_atomic(out / META, {**meta, "complete": True, "files": files, "counts": _counts(meta, files)})
+    return True
+
+
+def _counts(meta: dict, files: list[dict]) -> dict:
     samples, rows = sum(f["samples"] for f in files), sum(f["rows"] for f in files)
     nbytes = sum(f["bytes"] for f in files)
     good = samples - sum(len(f["bad_keys"]) for f in files)
-    counts = {"files": len(files), "samples": samples, "rows": rows, "bad_samples": samples - good, "bytes": nbytes,
-              "bytes_per_clip": nbytes / max(1, samples), "bytes_per_view": nbytes / max(1, rows),
-              "compression_ratio": meta["storage"]["raw_bytes_per_view"] * rows / max(1, nbytes)}
-    write_json_atomic(out / META, {**meta, "complete": True, "files": files, "counts": counts})
-    return True
+    return {"files": len(files), "samples": samples, "rows": rows, "bad_samples": samples - good, "bytes": nbytes,
+            "bytes_per_clip": nbytes / max(1, samples), "bytes_per_view": nbytes / max(1, rows),
+            "compression_ratio": meta["storage"]["raw_bytes_per_view"] * rows / max(1, nbytes)}
 
 
 @dataclass
@@ -321,8 +328,44 @@ class JobSummary:
     files_total: int = 0
 
 
-def finished_files(out: Path, meta: dict) -> int:
+def finished_files(out: Path, meta: dict, store: JobOutput | None = None) -> int:
+    """Files of the whole cache (every rank's) in place: under their final name, or published."""
+    if isinstance(store, RemoteOutput):
+        return sum(store.read_text(record_name(f["file"])) is not None for f in meta["files"])
     return sum((out / f["file"]).exists() for f in meta["files"])
+
+
+RECORDS = ".files"  # an object-store cache: one record per published file (what meta.json records of it)
+
+
+def record_name(file: str) -> str:
+    return f"{RECORDS}/{file}.json"
+
+
+def publish_file(store: RemoteOutput, out: Path, summary: dict) -> None:
+    """A finished cache file of an object-store output: uploaded (visible once complete), then its record
+    (so a record always names a published file), then dropped from the staging folder."""
+    store.publish(summary["file"])
+    (out / RECORDS).mkdir(exist_ok=True)
+    write_json_atomic(out / record_name(summary["file"]), summary)
+    store.publish(record_name(summary["file"]))
+    store.drop_local(summary["file"])
+
+
+def finalize_remote(store: RemoteOutput, meta: dict) -> bool:
+    """When every file is published: meta.json with per-file and total counts, complete=true, published last.
+    From the files' records (each rank publishes its own), so ranks on other machines need not share a disk;
+    two ranks finishing at once write the same meta.json."""
+    files = []
+    for f in meta["files"]:
+        text = store.read_text(record_name(f["file"]))
+        if text is None:
+            return False
+        r = json.loads(text)
+        files.append({**f, **{k: r[k] for k in FILE_KEYS}})
+    write_json_atomic(store.local / META, {**meta, "complete": True, "files": files, "counts": _counts(meta, files)})
+    store.publish(META)
+    return True
 
 
 def run_job(job: TargetJob, rank: int = 0, world: int = 1, overwrite: bool = False,
@@ -338,18 +381,43 @@ def run_job(job: TargetJob, rank: int = 0, world: int = 1, overwrite: bool = Fal
 
 def _run(job: TargetJob, rank: int, world: int, overwrite: bool, progress: bool, stop: StopFlag) -> JobSummary:
     job.validate()
-    out = Path(job.out)
+    try:
+        store = open_output(job.out, job.staging)
+        store.prepare()
+    except OutputError as e:
+        raise TargetJobError(str(e)) from None
+    out = store.local  # this rank's folder: the cache folder, or the staging folder of an object store
     shards = ShardSet(job.data.shards)
     device = job_device()
     teacher = load_frozen_teacher(job, device)
     meta = describe(job, shards, teacher)
     mine = [s for s in range(len(shards.shard_names)) if s % world == rank]
+    remote = isinstance(store, RemoteOutput)
+    if remote:  # resume from what the store holds: its meta.json and its files' records
+        if overwrite:
+            store.remove(*[n for s in mine for n in (file_name(shards.shard_names[s]),
+                                                     record_name(file_name(shards.shard_names[s])))])
+        for name in (META, *[record_name(f["file"]) for f in meta["files"]]):
+            text = store.read_text(name)
+            if text is not None:
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                (out / name).write_text(text)
+        store.abort_unfinished()
     prepare_out(out, meta, [file_name(shards.shard_names[s]) for s in mine], overwrite)
     recorded = _recorded(out, meta)
-    todo = [s for s in mine if not file_done(out / file_name(shards.shard_names[s]), meta,
-                                             recorded.get(file_name(shards.shard_names[s])))]
+
+    def done(s: int) -> bool:
+        name = file_name(shards.shard_names[s])
+        if remote:
+            rec = (out / record_name(name))
+            return rec.exists() and store.size(name) == json.loads(rec.read_text())["bytes"]
+        return file_done(out / name, meta, recorded.get(name))
+
+    todo = [s for s in mine if not done(s)]
     if todo:  # incomplete until the last rank finalizes
         write_start_meta(out, meta, {file_name(shards.shard_names[s]) for s in todo})
+        if remote and store.read_text(META) is None:
+            store.publish(META)  # the job's identity (complete=false) until the last file is in
     starts = np.searchsorted(shards.shard_ids, np.arange(len(shards.shard_names) + 1))
     t0 = time.perf_counter()
     samples, bad = 0, 0
@@ -357,20 +425,22 @@ def _run(job: TargetJob, rank: int, world: int, overwrite: bool, progress: bool,
         if todo:
             if stop:
                 raise Stopped(stop.signame)
-            samples, bad = _compute(job, shards, teacher, meta, out, todo, starts, device, progress, rank, stop)
+            samples, bad = _compute(job, shards, teacher, meta, out, todo, starts, device, progress, rank, stop,
+                                    (lambda summary: publish_file(store, out, summary)) if remote else None)
     except Stopped as e:
         shards.close()
         return JobSummary(0, len(mine) - len(todo), samples, bad, time.perf_counter() - t0, False, e.signame,
-                          finished_files(out, meta), len(meta["files"]))
-    complete = finalize(out, meta)
+                          finished_files(out, meta, store), len(meta["files"]))
+    complete = finalize_remote(store, meta) if remote else finalize(out, meta)
     shards.close()
     return JobSummary(len(todo), len(mine) - len(todo), samples, bad, time.perf_counter() - t0, complete, None,
-                      finished_files(out, meta), len(meta["files"]))
+                      finished_files(out, meta, store), len(meta["files"]))
 
 
 def _compute(job: TargetJob, shards: ShardSet, teacher: VideoViT, meta: dict, out: Path, todo: list[int],
              starts: np.ndarray, device: torch.device, progress: bool, rank: int,
-             stop: StopFlag | None = None) -> tuple[int, int]:
+             stop: StopFlag | None = None, published=None) -> tuple[int, int]:
+    """published(summary): called once a file is in place under its final name (an object store uploads it)."""
     from salt.targets.writer import ShardTargetWriter
 
     k = job.num_views
@@ -387,7 +457,7 @@ def _compute(job: TargetJob, shards: ShardSet, teacher: VideoViT, meta: dict, ou
         if starts[s] == starts[s + 1]:
             w = new_writer(s)
             try:
-                w.finish(record)
+                w.finish(record, published)
             except BaseException:
                 w.abort()
                 raise
@@ -424,7 +494,7 @@ def _compute(job: TargetJob, shards: ShardSet, teacher: VideoViT, meta: dict, ou
                     rows.append((key, values[sel], None if scale is None else scale[sel]))
                 if s not in writers:
                     writers[s] = new_writer(s)
-                pending.append(io.submit(_write, writers, s, rows, end == starts[s + 1], record))
+                pending.append(io.submit(_write, writers, s, rows, end == starts[s + 1], record, published))
                 while len(pending) > 2:
                     pending.popleft().result()
                 done += end - start
@@ -452,11 +522,11 @@ def _compute(job: TargetJob, shards: ShardSet, teacher: VideoViT, meta: dict, ou
     return done, loader.stats.bad_samples
 
 
-def _write(writers: dict, s: int, rows: list, last: bool, record=None) -> None:
+def _write(writers: dict, s: int, rows: list, last: bool, record=None, published=None) -> None:
     w = writers[s]
     for key, values, scale in rows:
         w.add(key, values, scale)
     if last:
-        w.finish(record)
+        w.finish(record, published)
         del writers[s]
 

@@ -86,10 +86,11 @@ class CacheMeta:
         return arrow_schema(self.dtype, self.tokens, self.width)
 
     @classmethod
-    def load(cls, root: Path) -> CacheMeta:
-        path = root / META
+    def load(cls, root: Path | str, text: str | None = None) -> CacheMeta:
+        """From root/meta.json, or from its `text` (read from an object store by the caller)."""
+        path = f"{root}/{META}" if text is not None else Path(root) / META
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(text if text is not None else path.read_text())
         except ValueError as e:
             raise TargetCacheError(f"{path} is not JSON ({e}): rerun the precompute job with --overwrite") from None
         if not isinstance(raw, dict):

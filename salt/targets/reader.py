@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import torch
 
-from salt.atomic import file_sha256
 from salt.data.config import LoaderConfig
 from salt.data.plan import BatchPlanner
+from salt.data.storage import is_url, open_store, store_sha256
 from salt.targets.fingerprint import geometry_section, recipe_section
 from salt.targets.format import (
     META,
@@ -27,7 +27,7 @@ from salt.targets.format import (
     codec,
     decode,
     hash_mismatch_message,
-    open_arrow,
+    open_stored_arrow,
     read_file_index,
 )
 from salt.targets.meta import CacheMeta
@@ -58,19 +58,20 @@ class TargetCache:
     row reads from memory-mapped files in `threads` threads."""
 
     def __init__(self, root: str | Path, threads: int = 4, pin_memory: bool = False, verify: bool = True):
-        """pin_memory: read into page-locked buffers (a faster, asynchronous copy to a GPU).
+        """root: a folder or a URL (s3://BUCKET/PREFIX: rows are read by range requests).
+        pin_memory: read into page-locked buffers (a faster, asynchronous copy to a GPU).
         verify: hash each file on its first read in this process and refuse one that does not match
         meta.json's sha256 (TargetCacheDamaged, naming the file). Off, only the sizes are checked."""
-        self.root = Path(root)
+        self.root = str(root).rstrip("/") if is_url(root) else Path(root)
+        self.store = open_store(root)
         self.pin_memory = pin_memory
         self.verify = verify
-        meta_path = self.root / META
-        if not meta_path.exists():
+        if not self.store.exists(META):
             raise TargetCacheError(f"no target cache at {self.root}: {META} is missing (make one with "
                                    "`python -m dataprep.targets --teacher ... --shards ... --out DIR`)")
-        self.meta = CacheMeta.load(self.root)
+        self.meta = CacheMeta.load(self.root, self.store.read_bytes(META).decode())
         if not self.meta.complete:
-            done = sum((self.root / f.file).exists() for f in self.meta.files)
+            done = sum(self.store.exists(f.file) for f in self.meta.files)
             raise TargetCacheError(f"target cache {self.root} is incomplete ({done} of {len(self.meta.files)} "
                                    "files): rerun its `python -m dataprep.targets` command to finish it")
         self.dtype, self.tokens, self.width = self.meta.dtype, self.meta.tokens, self.meta.width
@@ -99,15 +100,16 @@ class TargetCache:
     def teacher_fingerprint(self) -> str:
         return self.meta.teacher_fingerprint
 
-    def path(self, n: int) -> Path:
-        return self.root / self.meta.files[n].file
+    def path(self, n: int) -> Path | str:
+        return f"{self.root}/{self.meta.files[n].file}" if isinstance(self.root, str) else \
+            self.root / self.meta.files[n].file
 
     def _open(self, n: int) -> ipc.RecordBatchFileReader:
         """This thread's reader of file n (readers are not shared between threads)."""
         readers = self._local.__dict__.setdefault("readers", {})
         r = readers.get(n)
         if r is None:
-            r = readers[n] = open_arrow(self.path(n), self.meta.files[n].bytes)
+            r = readers[n] = open_stored_arrow(self.store, self.meta.files[n].file, self.meta.files[n].bytes)
         return r
 
     def check_file(self, n: int) -> None:
@@ -124,7 +126,7 @@ class TargetCache:
             if want is not None:
                 path = self.path(n)
                 try:
-                    got = file_sha256(path)
+                    got = store_sha256(self.store, self.meta.files[n].file)
                 except OSError as e:
                     raise TargetCacheError(f"cache file {path} cannot be read: {e}") from None
                 if got != want:
@@ -134,8 +136,8 @@ class TargetCache:
 
     def _read_footer(self, n: int) -> tuple[list[str], list[str]]:
         path = self.path(n)
-        return read_file_index(open_arrow(path, self.meta.files[n].bytes), path, self.meta.job_id,
-                               self.schema, self.num_views)
+        return read_file_index(open_stored_arrow(self.store, self.meta.files[n].file, self.meta.files[n].bytes),
+                               path, self.meta.job_id, self.schema, self.num_views)
 
     def locate(self, key: str, view_id: int) -> tuple[int, int]:
         """(file number, row) of (key, view id), or an error naming the key."""
@@ -227,6 +229,7 @@ class TargetCache:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._local = threading.local()
+        self.store.close()
 
 
 def _norm(v: Any) -> Any:

@@ -75,10 +75,12 @@ class ShardTargetWriter:
                                 None if scale is None or values is None else scale[v]))
         self.next += 1
 
-    def finish(self, record: Callable[[dict], None] | None = None) -> dict:
+    def finish(self, record: Callable[[dict], None] | None = None,
+               published: Callable[[dict], None] | None = None) -> dict:
         """Writes the last row and the footer, fsyncs, hashes, calls `record(summary)` (the job writes the
         summary, sha256 included, into meta.json) and only then renames the file into place, so a file
-        under its final name always has its hash recorded. Returns the file's summary."""
+        under its final name always has its hash recorded; then `published(summary)` (an object-store
+        output uploads it). Returns the file's summary."""
         if self.next != len(self.keys):
             raise RuntimeError(f"{self.path.name}: finished after {self.next} of {len(self.keys)} samples")
         with reporting_write_errors(self.path):
@@ -95,6 +97,8 @@ class ShardTargetWriter:
             record(summary)
         with reporting_write_errors(self.path):
             os.replace(self.tmp, self.path)
+        if published is not None:
+            published(summary)
         return summary
 
     def abort(self) -> None:
