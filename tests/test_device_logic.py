@@ -427,6 +427,14 @@ def test_checkpoints_keep_the_cuda_rng_state_where_there_is_one(monkeypatch):
     assert set(rng.rng_state(torch.device("cpu"))) == {"cpu"}
     rng.set_rng_state(torch.get_rng_state(), torch.device("cpu"))  # a checkpoint from before: CPU state only
 
+    from salt.engine.trainer import Trainer
+
+    fake = SimpleNamespace(step=3, flops_done=0.0, loader=SimpleNamespace(state_dict=lambda: {"epoch": 0}),
+                           dist=SimpleNamespace(device=gpu), cfg=load_config("debug"), teacher_fingerprint=None,
+                           objective=SimpleNamespace(extra_state=lambda: {}))
+    (saved,) = Trainer._client_state(fake)["rng"]  # what the trainer's checkpoint holds, per rank
+    assert set(saved) == {"cpu", "cuda"}
+
 
 @pytest.mark.parametrize("features, asked, want", [
     (CpuFeatures("AVX2", False), torch.bfloat16, "fp32"),

@@ -206,3 +206,24 @@ def test_target_cache_to_s3_and_the_student_reads_it_back(s3, synth_shards, tmp_
 
     assert train_main(MICRO + ["--stage", "student", "--shards", str(synth_shards), "--steps", "2", "--run-dir",
                                str(tmp_path / "run"), f"--targets.cache=s3://{BUCKET}/cache"]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ray_job_to_s3_gives_the_local_parts_bytes(s3, synth_videos, tmp_path, monkeypatch):
+    """The Ray form: each task stages on its node and uploads its part; the driver merges in the bucket."""
+    from dataprep.ray_shards import RayOptions, run_on_ray
+
+    endpoint, client = s3
+    for key, value in {**s3_env(endpoint), "SALT_STAGING": str(tmp_path / "st")}.items():
+        monkeypatch.setenv(key, value)  # Ray's worker processes inherit them
+    summary = run_on_ray(shard_cfg(synth_videos, "rayset"), f"s3://{BUCKET}/rayset",
+                         RayOptions(address=None, tasks=2, cpus_per_task=1), progress=False)
+    local = tmp_path / "rayset"
+    for k in range(2):
+        run_job(shard_cfg(synth_videos, "rayset", part=k, num_parts=2), local, progress=False)
+    want = merge_parts(local)
+    assert summary.manifest == want
+    found = objects(client, "rayset")
+    assert {k: sha(client, f"rayset/{k}") for k in found if k.endswith(".tar")} == tar_hashes(local)
+    assert json.loads(client.get_object(Bucket=BUCKET, Key="rayset/manifest.json")["Body"].read()) == want
