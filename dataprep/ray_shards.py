@@ -26,17 +26,8 @@ from tqdm import tqdm
 
 from dataprep.inputs import InputScan, scan_inputs
 from dataprep.pool import WorkerPool
-from dataprep.shard_job import (
-    JobConfig,
-    JobError,
-    JobOutput,
-    JobSummary,
-    TimeBudget,
-    job_output,
-    merge_parts,
-    run_job,
-)
-from salt.data.output import RemoteOutput
+from dataprep.shard_job import JobConfig, JobError, JobSummary, TimeBudget, merge_parts, run_job
+from salt.data.output import JobOutput, RemoteOutput, open_output
 
 INPUTS_PER_TASK = 32  # default part size: small enough to spread, large enough that a task outlives its start-up
 
@@ -112,7 +103,7 @@ def run_on_ray(cfg: JobConfig, out: str | Path | JobOutput, opts: RayOptions, bu
     if not inputs:
         raise JobError(f"no video files found in {cfg.input}")
     n = plan_tasks(len(inputs), opts.tasks)
-    output = job_output(out)
+    output = open_output(out)
     output.prepare()
     target = str(output) if isinstance(output, RemoteOutput) else str(output.local.resolve())
     started_here = not ray.is_initialized()

@@ -43,11 +43,10 @@ from dataprep.transcode import (
 )
 from salt.atomic import WriteError, write_json_atomic, write_jsonl_atomic
 from salt.data.codecs import DEFAULT_CODEC, codec_spec
-from salt.data.output import LocalOutput, OutputError, RemoteOutput, open_output
+from salt.data.output import JobOutput, OutputError, open_output
 from salt.data.train_clip import TrainClip
 from salt.interrupt import raise_on_stop_signals
 
-JobOutput = LocalOutput | RemoteOutput
 MANIFEST_FORMAT = "salt-shards/1"
 TAR_OVERHEAD = 3 * 1024  # tar headers and padding of one sample's three members, upper bound
 
@@ -229,10 +228,6 @@ def _input_summary(res: VideoResult) -> dict[str, Any]:
             "decode_error": res.decode_error}
 
 
-def job_output(out: str | Path | JobOutput, staging: str | Path | None = None) -> JobOutput:
-    return out if isinstance(out, (LocalOutput, RemoteOutput)) else open_output(out, staging)
-
-
 def open_journal(output: JobOutput, suffix: str) -> Journal:
     """The job's journal in its local folder, mirrored to an object-store output."""
     return Journal(output.local / f".journal{suffix}", present=lambda name, size: output.size(name) == size,
@@ -245,14 +240,14 @@ def run_job(cfg: JobConfig, out: str | Path | JobOutput, workers: int = 1, overw
     """Raises JobError (bad arguments, failure budget, a write that failed) and Stopped (SIGTERM or
     SIGINT: the shard being filled is discarded, finished ones stay, and a rerun resumes).
 
-    out: a folder, s3://BUCKET/PREFIX or a JobOutput (dataprep.output: an object store is written through
+    out: a folder, s3://BUCKET/PREFIX or a JobOutput (salt.data.output: an object store is written through
     a local staging folder, each file uploaded when finished, the manifest last).
     pool: worker processes to use instead of starting `workers` new ones (a Ray worker keeps one
     across its tasks). handle_signals=False leaves SIGTERM and SIGINT to the caller (Ray's own).
     scan: the input listing when the caller already made it (every part of a Ray job shares one)."""
     cfg.validate()
     try:
-        output = job_output(out)
+        output = open_output(out)
         output.prepare()
     except OutputError as e:
         raise JobError(str(e)) from None
@@ -497,7 +492,7 @@ def merge_parts(out: str | Path | JobOutput) -> dict[str, Any]:
     """Combine the manifests of all `--part K/N` jobs written into `out` into manifest.json (published
     last, after failures.jsonl)."""
     try:
-        output = job_output(out)
+        output = open_output(out)
         output.prepare()
     except OutputError as e:
         raise JobError(str(e)) from None

@@ -23,13 +23,12 @@ from dataprep.shard_job import (
     JobError,
     JobSummary,
     TimeBudget,
-    job_output,
     merge_parts,
     open_journal,
     run_job,
 )
 from salt.data.codecs import CODECS
-from salt.data.output import OutputError
+from salt.data.output import OutputError, open_output
 from salt.interrupt import EXIT_STOPPED, Stopped
 
 
@@ -161,11 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.verify:
             return _verify(args.verify)
         if args.merge:
-            print(JobSummary(merge_parts(job_output(args.merge, args.staging)), 0.0, 0).format())
+            print(JobSummary(merge_parts(open_output(args.merge, args.staging)), 0.0, 0).format())
             return 0
         if not args.input or not args.out:
             raise JobError("--input and --out are required (or use --merge / --info / --verify)")
-        out = job_output(args.out, args.staging)  # a folder, or s3://BUCKET/PREFIX through a staging folder
+        out = open_output(args.out, args.staging)  # a folder, or s3://BUCKET/PREFIX through a staging folder
         part, num_parts = args.part if args.part else (None, None)
         cfg = JobConfig(input=str(args.input), name=out.name, codec=args.codec, fps=args.fps,
                         train_clip=args.train_clip,

@@ -18,6 +18,8 @@ import os
 import shutil
 from pathlib import Path
 
+from salt.data.storage import is_url
+
 WRITABLE_URLS = ("s3",)  # object stores a job writes to (tested on a local S3-compatible server)
 
 
@@ -25,17 +27,16 @@ class OutputError(ValueError):
     """An output the job cannot honour; the message says what it can do instead."""
 
 
-def is_url(out: str | Path) -> bool:
-    return "://" in str(out)
-
-
 def default_staging() -> Path:
     return Path(os.environ.get("SALT_STAGING", Path.home() / ".cache" / "salt" / "staging"))
 
 
-def open_output(out: str | Path, staging: str | Path | None = None) -> LocalOutput | RemoteOutput:
-    """out: a folder, or s3://BUCKET/PREFIX. staging: where files of an object-store output are made before
-    their upload (default ~/.cache/salt/staging, or $SALT_STAGING), one folder per output URL."""
+def open_output(out: str | Path | JobOutput, staging: str | Path | None = None) -> JobOutput:
+    """out: a folder, s3://BUCKET/PREFIX, or an output already opened (returned as it is). staging: where
+    files of an object-store output are made before their upload (default ~/.cache/salt/staging, or
+    $SALT_STAGING), one folder per output URL."""
+    if isinstance(out, (LocalOutput, RemoteOutput)):
+        return out
     if not is_url(out):
         return LocalOutput(Path(out))
     scheme = str(out).split("://", 1)[0].lower()
@@ -188,3 +189,6 @@ class RemoteOutput:
                                 UploadId=upload["UploadId"])
                 aborted += 1
         return aborted
+
+
+JobOutput = LocalOutput | RemoteOutput  # where a job's files end up

@@ -27,12 +27,6 @@ class RemoteReadError(LoaderError):
     """A remote shard set (s3://, https://) that stayed unreachable past its retry budget; the message names
     the URL and the budget (data.remote_attempts, data.remote_timeout_s)."""
 
-    def __init__(self, message: str):
-        # torch's DataLoader re-raises a worker's exception as type(text with the worker's traceback)
-        if "Traceback" in message:
-            message = message.strip().splitlines()[-1].split(f"{type(self).__name__}: ", 1)[-1]
-        super().__init__(message)
-
 
 class CorruptSampleError(LoaderError):
     """A sample failed to decode under strict mode; the message names its shard and key."""

@@ -151,13 +151,11 @@ class ReferenceVideoLoader(VideoLoaderBase):
             video, plan, new_bad, worker_retries = next(self._it)
         except StopIteration:
             raise LoaderError("reference loader ended its epoch early") from None
-        except RemoteReadError as e:  # re-raised by DataLoader with the worker's traceback as text
-            self._stop()
-            raise RemoteReadError(str(e)) from None
-        except CorruptSampleError as e:  # re-raised by DataLoader with the worker's traceback as text
+        except (RemoteReadError, CorruptSampleError) as e:
+            # re-raised by DataLoader with the worker's traceback as text: the message is its last line
             self._stop()
             last = str(e).strip().splitlines()[-1]
-            raise CorruptSampleError(last.split("CorruptSampleError: ", 1)[-1]) from None
+            raise type(e)(last.split(f"{type(e).__name__}: ", 1)[-1]) from None
         for i in new_bad:
             self._mark_bad(i)
         if self.next_index + 1 >= len(self):

@@ -147,7 +147,6 @@ def _fs_options(url: str, policy: RetryPolicy) -> dict:
     """fsspec's options for `url` with the policy's retries and timeouts."""
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("s3", "s3a"):
-        _count_s3fs_retries()
         # botocore retries each request `attempts` times; s3fs re-reads a body cut short (its own loop,
         # around botocore's) at most S3FS_BODY_RETRIES times
         return {"config_kwargs": {

@@ -35,7 +35,7 @@ from salt.atomic import file_sha256, reporting_write_errors, write_json_atomic
 from salt.data.augment import one_torch_thread
 from salt.data.config import LoaderConfig
 from salt.data.loaders import LOADERS, open_loader
-from salt.data.output import LocalOutput, OutputError, RemoteOutput, open_output
+from salt.data.output import JobOutput, OutputError, RemoteOutput, open_output
 from salt.data.shardset import ShardSet
 from salt.devices import process_device
 from salt.interrupt import StopFlag, Stopped
@@ -64,8 +64,6 @@ from salt.targets.format import (
     read_file_index,
 )
 from salt.targets.meta import CacheMeta
-
-JobOutput = LocalOutput | RemoteOutput
 
 
 class TargetJobError(Exception):
