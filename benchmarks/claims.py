@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_result  # noqa: E402
-from salt.demo import CLIP  # noqa: E402
+from salt.demo import CLIP, SIZES  # noqa: E402
 from salt.eval.intervals import chance_band  # noqa: E402
 from salt.report import r_squared  # noqa: E402
 
@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 BATCH = 32
 COMMON = ["--config", "tiny", f"--data.batch_size={BATCH}", "--run.log_every=20", "--run.tensorboard=false", *CLIP]
+SUPERVISED_ARGS = SIZES["small"].supervised_args  # the ceiling's recipe, the demo's
 T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}  # Student's t, 95%
 
 
@@ -74,6 +75,8 @@ class Sweep:
 
     def probe(self, encoder: Path, seed: int, random_init: bool = False) -> dict:
         out = encoder / ("probe_claims_random.json" if random_init else "probe_claims.json")
+        if encoder.name == "step_00000000":  # an initialisation: its own export (the tag keeps it apart)
+            out = encoder / "probe_claims_init.json"
         if not out.exists():
             sh(["-m", "salt.eval.probe", "--encoder", str(encoder), "--train", str(self.train_shards), "--val",
                 str(self.val_shards), "--max-epochs", str(self.probe_max_epochs), "--eval-every",
@@ -81,7 +84,7 @@ class Sweep:
                 "--batch-size", str(BATCH), "--seed", str(seed), "--json", str(out),
                 *(["--random-init"] if random_init else [])])
         result = json.loads(out.read_text())
-        return {"attentive": result["attentive"]["mean"], "knn": result["knn"]["mean"]}
+        return {k: result[k]["mean"] for k in ("attentive", "linear", "knn", "knn_std") if k in result}
 
     def pair(self, teacher_steps: int, student_steps: int, seed: int, teacher_depth: int = 6) -> dict:
         tag = f"t{teacher_steps}_s{student_steps}_d{teacher_depth}_seed{seed}"
@@ -93,12 +96,77 @@ class Sweep:
                 "student_loss": s["final_loss"], "teacher_flops": t["train_flops"], "student_flops": s["train_flops"]}
 
 
+    def distill(self, teacher: Path, steps: int, seed: int, tag: str) -> dict:
+        """A student of the frozen `teacher` (any encoder: the supervised one, a random one), probed, with its
+        loss and k-NN at every checkpoint (the loss-vs-probe fit)."""
+        run = self.out / f"{tag}_seed{seed}"
+        s = self.train(run, "student", steps, seed, "--teacher", str(teacher), "--run.probe_every=" + str(steps // 4),
+                       f"--run.probe_shards={self.val_shards}", "--run.probe_samples=300")
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        curve = [(r["step"], r["loss"], r["knn_top1"]) for r in rows if r.get("knn_top1") is not None]
+        return {"seed": seed, "flops": s["train_flops"], **self.probe(run, seed), "loss": s["final_loss"],
+                "curve": curve}
+
+
 def vjepa_steps(budget: float) -> int:
     from salt.config import load_config
     from salt.stages import steps_for_budget
 
     overrides = ["stage=vjepa", f"data.batch_size={BATCH}"] + [a[2:] for a in CLIP]
     return steps_for_budget(load_config("tiny", overrides), budget)
+
+
+PARTS = ("pairs", "distill")
+
+
+def distill_section(sweep: Sweep, args, supervised_of) -> tuple[list[str], dict]:
+    """The student machinery alone: per seed, a student of that seed's supervised encoder (which never sees
+    a label) and a student of that seed's random encoder (the control), beside both teachers."""
+    rows = []
+    for seed in args.seeds:
+        sup_run, sup = supervised_of(seed)
+        init = sup_run / "export" / "step_00000000"
+        rows.append({"seed": seed, "supervised": {"flops": sup["train_flops"], **sweep.probe(sup_run, seed)},
+                     "random": sweep.probe(init, seed),
+                     "student of supervised": sweep.distill(sup_run, args.student_steps, seed, "distill_supervised"),
+                     "student of random": sweep.distill(init, args.student_steps, seed, "distill_random")})
+    names = ("random", "supervised", "student of supervised", "student of random")
+    probes = ("attentive", "linear", "knn", "knn_std")
+    est = {n: {k: interval([r[n][k] for r in rows]) for k in probes} for n in names}
+    def recovered(probe: str) -> tuple[str, dict | None]:
+        """The share of the supervised encoder's lead over random that its student recovers, over seeds; not
+        measurable unless that lead holds over seeds (intervals apart)."""
+        if verdict(est["supervised"][probe], est["random"][probe]) != "holds":
+            return f"not measurable (the supervised encoder does not lead random on {probe} over seeds)", None
+        shares = [(r["student of supervised"][probe] - r["random"][probe]) / (r["supervised"][probe] - r["random"][probe])
+                  for r in rows]
+        share = interval(shares)
+        return ("holds" if share["low"] >= 0.5 else "does not hold" if share["high"] < 0.5 else "inside noise"), share
+
+    curve = [(loss, knn) for r in rows for _, loss, knn in r["student of supervised"]["curve"]]
+    r2 = r_squared([c[0] for c in curve], [c[1] for c in curve])
+    shares = {probe: recovered(probe) for probe in ("knn", "linear")}
+    lines = ["## The student machinery on a known-good teacher", "",
+             f"Per seed: the supervised encoder ({args.supervised_steps} steps, the ceiling) frozen as the teacher of "
+             f"a student ({args.student_steps} steps; the student never sees a label), and the same student of that "
+             "seed's random encoder (the supervised run's step-0 export), the control.", "",
+             "| encoder | attentive | linear | k-NN | k-NN, standardised |", "| --- | ---: | ---: | ---: | ---: |"]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(fmt(est[n][k]) for k in probes) + " |")
+    lines += ["", "| claim | verdict over seeds |", "| --- | --- |"]
+    for probe, (said, share) in shares.items():
+        lines.append(f"| student of the supervised encoder recovers >= half of its {probe} lead over random | {said}"
+                     + (f" ({100 * share['mean']:.0f}% [{100 * share['low']:.0f}, {100 * share['high']:.0f}] of the "
+                        "lead)" if share else "") + " |")
+    lines += [
+              f"| student of a random teacher beats it on k-NN | {verdict(est['student of random']['knn'], est['random']['knn'])}"
+              f" ({fmt(est['student of random']['knn'])} vs {fmt(est['random']['knn'])}) |",
+              "| student of the supervised encoder beats random on every probe | "
+              + ", ".join(f"{k}: {verdict(est['student of supervised'][k], est['random'][k])}" for k in probes) + " |",
+              f"| its training loss tracks its k-NN over checkpoints | R² = {r2:.2f} over {len(curve)} checkpoints |"
+              if r2 is not None else "| its training loss tracks its k-NN | too few checkpoints |", ""]
+    return lines, {"rows": rows, "estimates": est, "lead_recovered": {k: v[1] for k, v in shares.items()},
+                   "loss_vs_knn_r2": r2, "curve": curve}
 
 
 def verdict(a: dict, b: dict) -> str:
@@ -151,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-max-epochs", type=int, default=60)
     ap.add_argument("--out", default=str(REPO / "runs" / "claims"))
     ap.add_argument("--json", default=None, help="default benchmarks/results/claims.json")
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                    help="pairs: the pixel teacher/student splits, the smaller teacher, V-JEPA; distill: students of "
+                         "the supervised encoder and of a random one (default both)")
+    ap.add_argument("--student-steps", type=int, default=300, help="steps of the distill part's students")
     args = ap.parse_args(argv)
     if len(args.seeds) < 2:
         ap.error("an interval over seeds needs at least 2 seeds (3 or more recommended)")
@@ -166,6 +238,29 @@ def main(argv: list[str] | None = None) -> int:
             sh(["-m", "dataprep.shards", "--input", str(raw), "--out", str(shards), "--short-side", "64", "--quiet"])
 
     sweep = Sweep(out, train, val, args.probe_max_epochs)
+
+    def supervised_of(seed: int) -> tuple[Path, dict]:
+        """The ceiling of one seed; its step-0 export is that seed's random encoder."""
+        run = out / f"supervised_{args.supervised_steps}_seed{seed}"
+        return run, sweep.train(run, "supervised", args.supervised_steps, seed, "--run.export_steps=[0]",
+                                *SUPERVISED_ARGS)
+
+    band = chance_band(4, args.val_videos)  # where a guessing probe lands on the validation clips
+    header = ["# SALT claims on the calibrated synthetic setting (`directions4`, 4 classes, chance 25%)", "",
+              f"Seeds {args.seeds}; batch {BATCH}; `tiny` config (ViT-Tiny width, 6 blocks) on 8 x 32 x 32 clips; "
+              "top-1 (%) as mean [95% t-interval over seeds]; attentive probe (held-out selection), linear probe "
+              "(BatchNorm + linear) and k-NN (plain, standardised); a guessing probe lands in "
+              f"[{100 * band[0]:.1f}, {100 * band[1]:.1f}] on the {args.val_videos} validation clips.", ""]
+    distill_lines, distill = (distill_section(sweep, args, supervised_of) if "distill" in args.parts else ([], {}))
+    if "pairs" not in args.parts:
+        text = "\n".join(header + distill_lines)
+        print(text)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "claims_distill.md").write_text(text + "\n")
+        path = write_result(args.json or RESULTS / "claims_distill.json", "claims_distill", vars(args),
+                            distill["rows"], {k: v for k, v in distill.items() if k != "rows"} | {"markdown": text})
+        print(f"wrote {path} and {RESULTS / 'claims_distill.md'}")
+        return 0
     total = args.total_steps
     splits = [(round(total * f), total - round(total * f)) for f in args.teacher_fractions]
     pairs = [sweep.pair(t, s, seed) for t, s in splits for seed in args.seeds]
@@ -180,22 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         v = sweep.train(run, "vjepa", steps, seed)
         vjepa.append({"seed": seed, "steps": steps, "flops": v["train_flops"], "budget": budget,
                       **sweep.probe(run, seed), "loss": v["final_loss"]})
-        run = out / f"supervised_{args.supervised_steps}_seed{seed}"
-        sup = sweep.train(run, "supervised", args.supervised_steps, seed, "--optim.lr=5e-4")
-        supervised.append({"seed": seed, "flops": sup["train_flops"], **sweep.probe(run, seed)})
-        random.append({"seed": seed, "flops": 0.0, **sweep.probe(run, seed, random_init=True)})
+        supervised_run, sup = supervised_of(seed)
+        supervised.append({"seed": seed, "flops": sup["train_flops"], **sweep.probe(supervised_run, seed)})
+        random.append({"seed": seed, "flops": 0.0, **sweep.probe(supervised_run / "export" / "step_00000000", seed)})
 
     def stats(rows: list[dict], key: str, probe: str = "attentive") -> dict:
         return interval([r[key][probe] if isinstance(r[key], dict) else r[key] for r in rows])
 
     students = pairs + small
-    band = chance_band(4, args.val_videos)  # where a guessing probe lands on the validation clips
     r2 = r_squared([p["student_loss"] for p in students], [p["student"]["attentive"] for p in students])
-    lines = ["# SALT claims on the calibrated synthetic setting (`directions4`, 4 classes, chance 25%)", "",
-             f"Seeds {args.seeds}; every split has {total} teacher + student steps; batch {BATCH}; `tiny` config "
-             "(ViT-Tiny width, 6 blocks) on 8 x 32 x 32 clips; top-1 (%) as mean [95% t-interval over seeds], "
-             f"attentive probe (held-out selection) and k-NN; a guessing probe lands in [{100 * band[0]:.1f}, "
-             f"{100 * band[1]:.1f}] on the {args.val_videos} validation clips.", "",
+    lines = [*header, f"Every split has {total} teacher + student steps.", "",
              "| teacher steps | student steps | teacher depth | teacher (attentive) | student (attentive) | "
              "teacher (k-NN) | student (k-NN) | student > teacher |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for (t, s, d) in [(t, s, 6) for t, s in splits] + [(mid_t, mid_s, 2)]:
@@ -224,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({fmt(big_s)} vs {fmt(small_s)}) |",
               f"| student loss predicts probe accuracy | R² = {r2:.2f} over {len(students)} students |"
               if r2 is not None else "| student loss predicts probe accuracy | n/a |", "",
-              "![probe accuracy vs FLOPs](claims_pareto.png)", ""]
+              "![probe accuracy vs FLOPs](claims_pareto.png)", "", *distill_lines]
     text = "\n".join(lines)
     print(text)
     (out / "claims.md").write_text(text + "\n")
@@ -245,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "claims.md").write_text(text + "\n")
     path = write_result(args.json, "claims", vars(args), students,
                         {"vjepa": vjepa, "supervised": supervised, "random": random, "loss_vs_probe_r2": r2,
-                         "markdown": text})
+                         "distill": distill, "markdown": text})
     print(f"wrote {path}, {RESULTS / 'claims.md'} and {RESULTS / 'claims_pareto.png'}")
     return 0
 

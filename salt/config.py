@@ -27,6 +27,7 @@ from salt.precision import PRECISIONS
 from salt.stage_names import STAGES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+LR_SCALING = ("linear", "sqrt", "none")
 
 
 class ConfigError(ValueError):
@@ -89,9 +90,15 @@ class DataConfig(LoaderConfig):
 
 @dataclass
 class OptimConfig:
-    lr: float = 5e-4  # peak learning rate
+    # The three rates are given at `reference_batch` clips per optimizer step, as published recipes give
+    # them, and scaled to the run's global batch (ranks x data.batch_size x accumulation) by `lr_scaling`:
+    # linear (Goyal et al.; MAE, V-JEPA), sqrt, or none (taken as they are). salt.optim.effective_optim
+    # does it; the run prints and records the effective rates.
+    lr: float = 5e-4  # peak learning rate at reference_batch
     start_lr: float = 1e-5  # at step 0, rising linearly to `lr` over warmup_steps
     final_lr: float = 1e-6  # cosine decay from `lr` to this at the last step
+    reference_batch: int = 256  # the global batch the rates above are given at
+    lr_scaling: str = "linear"  # linear | sqrt | none
     warmup_steps: int = 100
     weight_decay: float = 0.04  # cosine schedule from this ...
     final_weight_decay: float = 0.4  # ... to this
@@ -123,6 +130,8 @@ class RunConfig:
     probe_every: int = 0  # >0: k-NN probe of the encoder every this many steps (and at the end), into metrics
     probe_shards: str = ""  # labelled held-out shard set the k-NN probe queries (the bank: data.shards)
     probe_samples: int = 200  # clips of each, the first ones in stored order: the same at every checkpoint
+    export_steps: list[int] = field(default_factory=list)  # also export the encoder (export/step_N/) and probe it
+    # (with probe_every) after these steps; 0 is the initialisation, before the first step
 
 
 @dataclass
@@ -160,6 +169,11 @@ class Config:
         _check(self.run.threads is None or self.run.threads >= 1, "run.threads",
                f"must be >= 1 (or null: cores / processes), got {self.run.threads}")
         _check(self.optim.accumulation >= 1, "optim.accumulation", "must be >= 1")
+        _check(self.optim.reference_batch >= 1, "optim.reference_batch", f"must be >= 1, got {self.optim.reference_batch}")
+        _check(self.optim.lr_scaling in LR_SCALING, "optim.lr_scaling",
+               f"must be one of {', '.join(LR_SCALING)}, got {self.optim.lr_scaling!r}")
+        _check(all(0 <= s <= self.run.steps for s in self.run.export_steps), "run.export_steps",
+               f"every step must be in [0, run.steps={self.run.steps}], got {self.run.export_steps}")
         _check(self.run.probe_every >= 0, "run.probe_every", f"must be >= 0 (0: off), got {self.run.probe_every}")
         _check(not self.run.probe_every or bool(self.run.probe_shards), "run.probe_shards",
                "run.probe_every needs a labelled held-out shard set to probe on")

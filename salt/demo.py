@@ -1,11 +1,15 @@
 """`python -m salt.demo` (`make demo`): the whole system on the built-in synthetic dataset, as a
 calibrated experiment.
 
-synth videos (the `directions4` task) → shards (train / val) → teacher stage → student stage (online
-teacher, and from a teacher-target cache) → V-JEPA EMA baseline at the same training FLOPs as teacher +
-student → the supervised ceiling (same encoder and attentive head trained end to end on the labels) →
-frozen probes (attentive, with held-out selection and seeds, and k-NN) on every encoder and on a random
-one (the floor), each with a 95% interval → runs/demo-SIZE/report.md with the verdict on each claim.
+synth videos (the `directions4` task) → shards (train / val) → the supervised ceiling (same encoder and
+attentive head trained end to end on the labels) → teacher stage (pixel reconstruction; its step-0 export
+is the random floor) → student of the pixel teacher (online) → student of the supervised encoder, from a
+teacher-target cache (the student machinery on a teacher known to be good; the student never sees a
+label) → student of the random teacher (the control) → V-JEPA EMA baseline at the same training FLOPs as
+teacher + student → frozen probes on every encoder, the random floor and two encoder-free baselines
+(pixels, frame differences): attentive (held-out selection, seeds), linear (BatchNorm + linear, MAE's),
+k-NN plain and standardised, each with a 95% interval → runs/demo-SIZE/report.md with the verdict on
+each claim.
 
 Every step runs the command a user would type (printed before it runs) and is skipped when its
 output is already complete, so an interrupted demo continues where it stopped.
@@ -46,20 +50,36 @@ class DemoSize:
     probe_train_views: int
     model_args: tuple[str, ...] = ()  # overrides on top of the config
     config: str = "tiny"  # salt/configs/NAME.yaml
-    supervised_lr: float = 5e-4
+    supervised_args: tuple[str, ...] = ()  # the ceiling's own overrides
+    student_args: tuple[str, ...] = ()  # the students' own overrides
 
 
+# Exports (and k-NN probes) at these steps besides the checkpoints: where a run's features change first.
+# Step 0 is the initialisation: the teacher's is the random floor and the control's random teacher.
+EARLY_STEPS = (0, 5, 20, 50, 100)
 # 8 frames (stride 8: the clip spans 57 of 64 frames, most of the motion) of 32x32 crops: 4x4x4 = 64 tokens.
 CLIP = ("--data.crop_size=32", "--data.num_frames=8", "--data.frame_stride=8")
+# The ceiling's rate: 2e-4 at batch 32 (1.6e-3 per 256, linear). At 5e-4 (4e-3 per 256) the medium size's
+# supervised run sat at ln 4 for 600 of its 800 steps; at 2e-4 it learns from step 260 (README).
+SUPERVISED = ("--optim.lr=1.6e-3",)
+STUDENT = ()
 SIZES = {
     # seconds, for the test suite: a 2-block model
     "tiny": DemoSize("directions4", 40, 40, 12, 12, 12, 4, 2, 2, 4, 2, 1,
                      ("--data.frame_stride=8", "--data.shuffle_buffer=16"), config="debug"),
     # the default: under 20 minutes on 2 CPU cores
-    "small": DemoSize("directions4", 400, 300, 400, 300, 400, 32, 4, 2, 30, 3, 2, CLIP),
+    "small": DemoSize("directions4", 400, 300, 300, 200, 400, 32, 4, 2, 30, 2, 2, CLIP,
+                      supervised_args=SUPERVISED, student_args=STUDENT),
     # longer runs of the same model on more data
-    "medium": DemoSize("directions4", 800, 300, 800, 900, 800, 32, 6, 4, 50, 3, 2, CLIP),
+    "medium": DemoSize("directions4", 800, 300, 800, 900, 800, 32, 6, 4, 50, 3, 2, CLIP,
+                       supervised_args=SUPERVISED, student_args=STUDENT),
 }
+
+
+# the demo's runs: report name -> folder under runs/demo-SIZE/
+RUNS = {"supervised": "supervised", "teacher": "teacher", "student": "student",
+        "student of supervised": "student_of_supervised", "student of random": "student_of_random",
+        "V-JEPA (EMA)": "vjepa"}
 
 
 class Demo:
@@ -86,11 +106,12 @@ class Demo:
 
     def train_args(self, stage: str, run_dir: Path, steps: int, *extra: str) -> list[str]:
         every = max(1, -(-steps // self.size.checkpoints))  # ceil: exactly `checkpoints` exports, the last at the end
+        early = [s for s in EARLY_STEPS if s < steps]  # the learning curve's first points, probed as they pass
         return ["python", "salt/train.py", "--config", self.size.config, "--stage", stage, "--shards", str(self.train_shards),
                 "--run-dir", str(run_dir), "--steps", str(steps), f"--data.batch_size={self.size.batch_size}",
                 f"--data.loader={self.loader}", f"--run.checkpoint_every={every}", "--run.export_history=true",
                 f"--run.log_every={max(1, min(20, steps // 10))}", "--run.tensorboard=false",
-                f"--optim.warmup_steps={max(1, steps // 10)}", f"--run.probe_every={every}",
+                f"--optim.warmup_steps={max(1, steps // 10)}", f"--run.export_steps=[{','.join(map(str, early))}]", f"--run.probe_every={every}",
                 f"--run.probe_shards={self.val_shards}", f"--run.probe_samples={self.size.val_videos}",
                 *self.size.model_args, *extra]
 
@@ -139,7 +160,7 @@ class Demo:
         overrides = ["stage=vjepa", f"data.batch_size={self.size.batch_size}"] + [a[2:] for a in self.size.model_args]
         return steps_for_budget(load_config(self.size.config, overrides), budget)
 
-    def probe(self, encoder: Path, out: Path, random_init: bool = False) -> dict:
+    def probe(self, encoder: Path, out: Path, baseline: str | None = None) -> dict:
         if not out.exists():
             s = self.size
             args = ["python", "-m", "salt.eval.probe", "--encoder", str(encoder), "--train", str(self.train_shards),
@@ -147,60 +168,66 @@ class Demo:
                     str(max(1, s.probe_max_epochs // 10)), "--seeds", str(s.probe_seeds), "--train-views",
                     str(s.probe_train_views), "--eval-clips", "2", "--eval-crops", "1",
                     "--batch-size", str(s.batch_size), "--loader", self.loader, "--json", str(out)]
-            self.run(args + (["--random-init"] if random_init else []))
+            # the baselines are one long vector per clip: linear and k-NN read them (an attentive probe over
+            # one token is an MLP, not the protocol)
+            self.run(args + (["--baseline", baseline, "--no-attentive"] if baseline else []))
         return json.loads(out.read_text())
 
     def main(self) -> Path:
         s = self.size
         self.out.mkdir(parents=True, exist_ok=True)
         self.data()
+        runs_dir = {name: self.out / folder for name, folder in RUNS.items()}
+
+        self.say(f"the ceiling: supervised, {s.supervised_steps} steps (same encoder + attentive head on the labels)")
+        supervised = self.train("supervised", runs_dir["supervised"], s.supervised_steps, *s.supervised_args)
 
         self.say(f"stage 1: teacher, {s.teacher_steps} steps (pixel reconstruction, multiblock masks)")
-        teacher = self.train("teacher", self.out / "teacher", s.teacher_steps)
+        teacher = self.train("teacher", runs_dir["teacher"], s.teacher_steps)
+        random_teacher = runs_dir["teacher"] / "export" / "step_00000000"  # the teacher's initialisation
 
-        self.say(f"stage 2: student from the frozen teacher, {s.student_steps} steps")
-        student = self.train("student", self.out / "student", s.student_steps, "--teacher", str(self.out / "teacher"))
+        self.say(f"stage 2: student of the pixel teacher, {s.student_steps} steps")
+        student = self.train("student", runs_dir["student"], s.student_steps, "--teacher", str(runs_dir["teacher"]),
+                             *s.student_args)
 
-        cache = self.cache_root / self.name
-        self.say(f"teacher-target cache ({s.cache_views} views per clip) and a student trained from it")
+        cache = self.cache_root / f"{self.name}-supervised"
+        self.say(f"the student machinery on a good teacher: the supervised encoder's targets cached ({s.cache_views} "
+                 f"views per clip), a student trained from them ({s.student_steps} steps, no labels)")
         if not (cache / "meta.json").exists():
-            self.run(["python", "-m", "dataprep.targets", "--teacher", str(self.out / "teacher"), "--shards",
+            self.run(["python", "-m", "dataprep.targets", "--teacher", str(runs_dir["supervised"]), "--shards",
                       str(self.train_shards), "--out", str(cache), "--views", str(s.cache_views), "--dtype", "bf16",
                       "--config", s.config, "--loader", self.loader,
                       *[a for a in self.size.model_args if a.startswith("--data.")]])
-        student_cache = self.train("student", self.out / "student_cache", s.student_steps, "--targets.cache",
-                                   str(cache))
+        student_sup = self.train("student", runs_dir["student of supervised"], s.student_steps, "--targets.cache",
+                                 str(cache), *s.student_args)
+
+        self.say(f"the control: a student of the random teacher (the teacher's step 0), {s.student_steps} steps")
+        student_rnd = self.train("student", runs_dir["student of random"], s.student_steps, "--teacher",
+                                 str(random_teacher), *s.student_args)
 
         budget = teacher["train_flops"] + student["train_flops"]
         steps = self.vjepa_steps(budget)
         self.say(f"V-JEPA baseline (EMA target) at the teacher+student budget: {fmt_flops(budget)}, {steps} steps")
-        vjepa = self.train("vjepa", self.out / "vjepa", steps)
+        vjepa = self.train("vjepa", runs_dir["V-JEPA (EMA)"], steps)
 
-        self.say(f"the ceiling: supervised, {s.supervised_steps} steps (same encoder + attentive head on the labels)")
-        supervised = self.train("supervised", self.out / "supervised", s.supervised_steps,
-                                f"--optim.lr={s.supervised_lr}")
-
-        self.say(f"frozen probes: attentive ({s.probe_seeds} seeds, held-out selection) and k-NN, with 95% intervals")
+        self.say(f"frozen probes: attentive ({s.probe_seeds} seeds, held-out selection), linear and k-NN, with 95% "
+                 "intervals, on every encoder, the random floor and the pixel baselines")
         probes_dir = self.out / "probes"
         probes_dir.mkdir(exist_ok=True)
         probes = {
-            "random init": self.probe(self.out / "teacher", probes_dir / "random.json", random_init=True),
-            "teacher": self.probe(self.out / "teacher", probes_dir / "teacher.json"),
-            "student": self.probe(self.out / "student", probes_dir / "student.json"),
-            "student (cached targets)": self.probe(self.out / "student_cache", probes_dir / "student_cache.json"),
-            "V-JEPA (EMA)": self.probe(self.out / "vjepa", probes_dir / "vjepa.json"),
-            "supervised": self.probe(self.out / "supervised", probes_dir / "supervised.json"),
+            "random init": self.probe(random_teacher, probes_dir / "random.json"),
+            "pixels": self.probe(random_teacher, probes_dir / "pixels.json", baseline="pixels"),
+            "frame differences": self.probe(random_teacher, probes_dir / "frame_diff.json", baseline="frame-diff"),
         }
+        for name, folder in RUNS.items():
+            probes[name] = self.probe(runs_dir[name], probes_dir / f"{folder}.json")
 
         self.say("loader throughput and the report")
         loader = self.loader_throughput()
-        runs = {"teacher": teacher, "student": student, "student (cached targets)": student_cache,
-                "V-JEPA (EMA)": vjepa, "supervised": supervised}
-        run_dirs = {"teacher": self.out / "teacher", "student": self.out / "student",
-                    "student (cached targets)": self.out / "student_cache", "V-JEPA (EMA)": self.out / "vjepa",
-                    "supervised": self.out / "supervised"}
+        runs = {"teacher": teacher, "student": student, "student of supervised": student_sup,
+                "student of random": student_rnd, "V-JEPA (EMA)": vjepa, "supervised": supervised}
         report = write_report(self.out, size=self.size_name, size_cfg=asdict(s), runs=runs, probes=probes,
-                              loader=loader, run_dirs=run_dirs, elapsed_s=time.perf_counter() - self.t0)
+                              loader=loader, run_dirs=runs_dir, elapsed_s=time.perf_counter() - self.t0)
         self.say(f"done: {report}")
         print(report.read_text().split("## Loss curves")[0])
         return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -25,6 +26,34 @@ def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict
                 decay.append(p)
     return [{"params": decay, "weight_decay": weight_decay, "apply_wd": True},
             {"params": no_decay, "weight_decay": 0.0, "apply_wd": False}]
+
+
+@dataclass(frozen=True)
+class LrScale:
+    global_batch: int  # clips per optimizer step: ranks x per-rank batch x accumulation
+    factor: float  # effective rate / configured rate
+    rule: str
+
+    def describe(self, cfg: OptimConfig) -> str:
+        why = {"linear": f"x {self.global_batch}/{cfg.reference_batch}",
+               "sqrt": f"x sqrt({self.global_batch}/{cfg.reference_batch})", "none": "as given"}[self.rule]
+        return (f"lr {cfg.lr:.3g} at global batch {cfg.reference_batch}, {self.rule} rule {why} -> peak "
+                f"{cfg.lr * self.factor:.3g} (start {cfg.start_lr * self.factor:.3g}, final "
+                f"{cfg.final_lr * self.factor:.3g}) at global batch {self.global_batch}")
+
+
+def lr_scale(cfg: OptimConfig, global_batch: int) -> LrScale:
+    """How the configured rates (given at cfg.reference_batch) scale to `global_batch`."""
+    ratio = global_batch / cfg.reference_batch
+    factor = {"linear": ratio, "sqrt": math.sqrt(ratio), "none": 1.0}[cfg.lr_scaling]
+    return LrScale(global_batch, factor, cfg.lr_scaling)
+
+
+def effective_optim(cfg: OptimConfig, global_batch: int) -> OptimConfig:
+    """cfg with its three rates at `global_batch` (the schedule the run follows)."""
+    f = lr_scale(cfg, global_batch).factor
+    return replace(cfg, lr=cfg.lr * f, start_lr=cfg.start_lr * f, final_lr=cfg.final_lr * f,
+                   reference_batch=global_batch, lr_scaling="none")
 
 
 def lr_at(step: int, total: int, cfg: OptimConfig) -> float:

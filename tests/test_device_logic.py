@@ -562,7 +562,8 @@ def test_the_probe_computes_on_the_process_device(monkeypatch):
                         lambda encoder, a, b, loader, train_views, device: seen.setdefault("extract", device) and
                         ("train", "val", 2))
     monkeypatch.setattr(probe, "evaluate_features",
-                        lambda train, val, n, settings, seed, knn_k, device: seen.setdefault("evaluate", device))
+                        lambda train, val, n, settings, seed, knn_k, device, attentive_probe:
+                        seen.setdefault("evaluate", device))
     probe.probe_encoder(torch.nn.Identity(), None, None)
     assert seen == {"extract": gpu, "evaluate": gpu}
 
@@ -574,8 +575,11 @@ def test_probe_training_and_knn_run_on_the_device_they_are_given(monkeypatch):
     devices = []
     real_fit, real_knn = probe._fit, knn.knn_correct
     monkeypatch.setattr(probe, "_fit", lambda *a, **kw: devices.append(("fit", kw["device"])) or real_fit(*a, **kw))
+    real_linear = probe.linear_probe_correct
     monkeypatch.setattr(probe, "knn_correct",
                         lambda *a, **kw: devices.append(("knn", kw["device"])) or real_knn(*a, **kw))
+    monkeypatch.setattr(probe, "linear_probe_correct",
+                        lambda *a, **kw: devices.append(("linear", kw["device"])) or real_linear(*a, **kw))
     g = torch.Generator().manual_seed(0)
     train = FeatureSet(torch.randn(12, 1, 4, 8, generator=g).half(), torch.arange(12) % 2, [str(i) for i in range(12)])
     val = FeatureSet(torch.randn(6, 1, 4, 8, generator=g).half(), torch.arange(6) % 2)
@@ -583,4 +587,5 @@ def test_probe_training_and_knn_run_on_the_device_they_are_given(monkeypatch):
     result = probe.evaluate_features(train, val, 2, probe.ProbeSettings(max_epochs=2, eval_every=1, seeds=1,
                                                                          batch_size=4), device=cpu)
     assert {d for _, d in devices} == {cpu} and ("knn", cpu) in devices and ("fit", cpu) in devices
+    assert ("linear", cpu) in devices
     assert 0 <= result.attentive.mean <= 1

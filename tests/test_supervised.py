@@ -74,11 +74,16 @@ def test_health_metrics_see_collapse():
 def test_knn_probe_at_checkpoints_goes_into_metrics(synth_shards, tmp_path):
     run = tmp_path / "teacher"
     assert train(synth_shards, run, "teacher", 4, "--run.log_every=4", "--run.probe_every=2",
-                 f"--run.probe_shards={synth_shards}", "--run.probe_samples=12") == 0
+                 f"--run.probe_shards={synth_shards}", "--run.probe_samples=12", "--run.export_steps=[1]") == 0
     probed = {r["step"]: r for r in rows(run) if "knn_top1" in r}
-    assert sorted(probed) == [2, 4]
+    assert sorted(probed) == [1, 2, 4]  # run.export_steps are probed too: the learning curve's early points
     for r in probed.values():
         assert 0.0 <= r["knn_low"] <= r["knn_top1"] <= r["knn_high"] <= 1.0 and r["probe_s"] > 0
+        assert 0.0 <= r["knn_std_low"] <= r["knn_std_top1"] <= r["knn_std_high"] <= 1.0
+        # the feature diagnostics of salt.eval.diagnostics, on the held-out clips (the debug model: 2 blocks)
+        assert r["diag_rankme"] >= 1 and -1 <= r["diag_token_cosine"] <= 1
+        assert {"diag_attn_entropy_0", "diag_attn_entropy_1", "diag_resid_norm_1"} <= set(r)
+    assert (run / "export" / "step_00000001" / "encoder.safetensors").exists()
 
 
 def test_probe_every_needs_held_out_shards():

@@ -43,7 +43,7 @@ from salt.health import health_metrics
 from salt.metrics import MetricsLogger, Window, memory_stats, peak_tflops
 from salt.models.blocks import set_block_options
 from salt.models.io import EXPORT_DIR, encoder_fingerprint, export_encoder
-from salt.optim import apply_schedule, build_optimizer, optimizer_kind
+from salt.optim import apply_schedule, build_optimizer, effective_optim, lr_scale, optimizer_kind
 from salt.precision import Precision, resolve_precision, short_name, weights_dtype
 from salt.resume import changed_settings, describe_changes
 from salt.stages import build_objective, objective_class
@@ -54,7 +54,7 @@ from salt.targets.reader import TargetCache, TargetPrefetcher
 # keys that may change when a run is resumed (how it runs, not what it computes); anything else must match
 RESUMABLE_CHANGES = {"run.steps", "run.stop_after", "run.log_every", "run.checkpoint_every", "run.keep_checkpoints",
                      "run.tensorboard", "run.probe_every", "run.probe_shards", "run.probe_samples", "run.threads",
-                     "run.compile", "model.grad_checkpointing", "data.threads", "data.prefetch", "data.loader",
+                     "run.compile", "run.export_steps", "model.grad_checkpointing", "data.threads", "data.prefetch", "data.loader",
                      "data.strict", "run.peer_timeout_s", "data.remote_attempts", "data.remote_timeout_s",
                      "data.max_bad_fraction"}
 
@@ -130,7 +130,11 @@ class Trainer:
             raise ConfigError(f"the {cfg.stage} stage's per-step update reads full parameters: use ZeRO stage 1 or 2")
         offload = offloads_optimizer(ds_cfg)
         self.optimizer_kind = optimizer_kind(dist.device, offload)
-        optimizer = build_optimizer(self.objective.trainable_modules(), cfg.optim, device=dist.device, offload=offload)
+        global_batch = dist.world * cfg.data.batch_size * cfg.optim.accumulation
+        self.lr_scale = lr_scale(cfg.optim, global_batch)
+        self.optim_cfg = effective_optim(cfg.optim, global_batch)  # the rates this run follows
+        optimizer = build_optimizer(self.objective.trainable_modules(), self.optim_cfg, device=dist.device,
+                                    offload=offload)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=TrainableParts(self.objective),
                                                                  optimizer=optimizer, config=ds_cfg)
         self.teacher_fingerprint = encoder_fingerprint(cfg.teacher.path) if stage.uses_teacher and \
@@ -159,6 +163,7 @@ class Trainer:
                   f"{len(self.loader)} batches/epoch, peak {peak:.3g} TFLOP/s ({source}), run {self.run_dir}",
                   flush=True)
             print(f"[{cfg.stage}] precision {self.precision.describe()}", flush=True)
+            print(f"[{cfg.stage}] {self.lr_scale.describe(cfg.optim)}", flush=True)
             wasted = wasted_decode_note(self.loader.shards.manifest, cfg.data.frame_stride)
             if wasted:
                 print(wasted, flush=True)
@@ -246,11 +251,13 @@ class Trainer:
         batches = self.loader.endless()
         window, last_row, first = None, None, self.step + 1
         device = self.dist.device
+        if self.step == 0 and 0 in cfg.run.export_steps:  # the initialisation itself
+            self.export(history_only=True)
         self.engine.train()
         while self.step < end:
             window = window or Window()
             data_s, clips, flops, losses = 0.0, 0, 0.0, []
-            lr, wd = apply_schedule(self.optimizer, self.step, total, cfg.optim)
+            lr, wd = apply_schedule(self.optimizer, self.step, total, self.optim_cfg)
             for micro in range(cfg.optim.accumulation):
                 t_data = time.perf_counter()
                 try:
@@ -284,7 +291,8 @@ class Trainer:
             # step boundary: one exchange over the control group says whether any rank was signalled or
             # skipped a sample
             stopping = self._boundary(stop)
-            probing = bool(cfg.run.probe_every) and (self.step % cfg.run.probe_every == 0 or self.step == end)
+            probing = bool(cfg.run.probe_every) and (self.step % cfg.run.probe_every == 0 or self.step == end
+                                                     or self.step in cfg.run.export_steps)
             if self.step % cfg.run.log_every == 0 or self.step == end or probing or (stopping and window.steps):
                 extra = {"bad_samples": len(self.bad_keys), "storage_retries": self.loader.stats.storage_retries}
                 if probing:
@@ -294,8 +302,12 @@ class Trainer:
                 last_row = self.metrics.record(self.step, batch.epoch, window, window.elapsed_s(), lr, wd,
                                                {**values, **extra})
                 window = None
-            if self.step % cfg.run.checkpoint_every == 0 or self.step == end or stopping:
+            checkpointing = self.step % cfg.run.checkpoint_every == 0 or self.step == end or stopping
+            if checkpointing:
                 self.checkpoint()
+            if self.step in cfg.run.export_steps and not (checkpointing and cfg.run.export_history):
+                self.export(history_only=True)
+            if checkpointing:
                 # a signal during the checkpoint: stop on it now rather than after one more step
                 stopping = stopping or (self.step < end and self._boundary(stop, bad=False))
             if stopping and self.step < end:  # a signal at the last step changes nothing
@@ -307,6 +319,8 @@ class Trainer:
                 "stage": cfg.stage, "step": self.step, "steps": total, "finished": self.step >= total,
                 "stopped_by": self.stopped_by or ("run.stop_after" if self.step < total else None),
                 "train_flops": self.flops_done, "final_loss": last_row["loss"], "world": self.dist.world,
+                "global_batch": self.lr_scale.global_batch, "lr_rule": self.lr_scale.describe(cfg.optim),
+                "peak_lr": self.optim_cfg.lr,
                 "precision": cfg.run.precision, "device": str(self.dist.device),
                 "trained_params": self.num_params(), "bad_samples": len(self.bad_keys),
                 "bad_keys": sorted(self.bad_keys), "storage_retries": retries, "last_window": last_row})
@@ -409,10 +423,11 @@ class Trainer:
                         self.dist.is_main)
         self.export()
 
-    def export(self) -> None:
+    def export(self, history_only: bool = False) -> None:
+        """export/ (the latest encoder) and, with run.export_history or `history_only`, export/step_N/."""
         encoder = self.objective.exported_encoder()
-        folders = [self.run_dir / EXPORT_DIR]
-        if self.cfg.run.export_history:
+        folders = [] if history_only else [self.run_dir / EXPORT_DIR]
+        if self.cfg.run.export_history or history_only:
             folders.append(self.run_dir / EXPORT_DIR / tag_for(self.step))
 
         def write() -> None:

@@ -9,7 +9,12 @@ clips x crops, centre crop). Two probes read them:
 - attentive (learned query, cross-attention, linear head), trained on the stored features. Its epoch
   count and weight decay are chosen on a held-out fifth of the training videos, then `--seeds` probes
   train on all of them; validation logits are averaged over each sample's views;
-- k-NN on mean-pooled features: no training, no seed.
+- linear, MAE's protocol: a BatchNorm without affine in front of one linear layer, on mean-pooled
+  features (`--seeds` seeds);
+- k-NN on mean-pooled features, as they are and per-dimension standardised: no training, no seed.
+
+`--baseline pixels|frame-diff` probes no encoder: the clips' pooled pixels or their frame differences
+(salt.eval.baselines), at `--encoder`'s clip geometry.
 
 Each top-1 comes with a 95% bootstrap interval over validation clips (and seeds), beside the band
 that guessing would land in. Writes JSON.
@@ -33,9 +38,11 @@ from salt.atomic import write_json_atomic
 from salt.data.config import LoaderConfig
 from salt.data.loaders import LOADERS, open_loader
 from salt.devices import process_device
+from salt.eval.baselines import BASELINES, PixelBaseline
 from salt.eval.features import FeatureSet, extract_features, to_device
 from salt.eval.intervals import Estimate, bootstrap, chance_band
 from salt.eval.knn import knn_correct
+from salt.eval.linear import linear_probe_correct
 from salt.models.attentive_pool import AttentiveProbe
 
 CPU = torch.device("cpu")
@@ -70,9 +77,12 @@ class AttentiveResult:
 
 @dataclass
 class ProbeResult:
-    attentive: Estimate  # validation top-1 over seeds and clips, with a 95% interval
+    attentive: Estimate | None  # validation top-1 over seeds and clips, with a 95% interval (None: not run)
     knn: Estimate  # training-free k-NN on pooled features
-    attentive_result: AttentiveResult
+    knn_std: Estimate  # the same on per-dimension standardised features
+    linear: Estimate  # MAE's linear probe (BatchNorm without affine, linear) on pooled features, over seeds
+    linear_train_top1: float
+    attentive_result: AttentiveResult | None
     num_classes: int
     train_examples: int  # training views (samples x train views)
     val_samples: int
@@ -82,16 +92,21 @@ class ProbeResult:
 
     @property
     def top1(self) -> float:
-        return self.attentive.mean
+        return (self.attentive or self.linear).mean
 
     def to_json(self) -> dict:
+        out = {"top1": self.top1, "knn": self.knn.to_json(), "knn_std": self.knn_std.to_json(),
+               "linear": self.linear.to_json(), "linear_train_top1": self.linear_train_top1,
+               "num_classes": self.num_classes, "train_examples": self.train_examples,
+               "val_samples": self.val_samples, "chance": self.chance, "chance_band": list(self.chance_band),
+               "seconds": self.seconds}
         a = self.attentive_result
-        return {"top1": self.attentive.mean, "attentive": self.attentive.to_json(), "knn": self.knn.to_json(),
-                "train_top1": float(np.mean(a.train_top1)), "train_top1_per_seed": a.train_top1,
-                "epochs": a.epochs, "weight_decay": a.weight_decay, "heldout_top1": a.heldout_top1,
-                "selection_curve": a.curve, "num_classes": self.num_classes, "train_examples": self.train_examples,
-                "val_samples": self.val_samples, "chance": self.chance, "chance_band": list(self.chance_band),
-                "per_seed_top1": a.correct.float().mean(1).tolist(), "seconds": self.seconds}
+        if a is not None and self.attentive is not None:
+            out.update({"attentive": self.attentive.to_json(), "train_top1": float(np.mean(a.train_top1)),
+                        "train_top1_per_seed": a.train_top1, "epochs": a.epochs, "weight_decay": a.weight_decay,
+                        "heldout_top1": a.heldout_top1, "selection_curve": a.curve,
+                        "per_seed_top1": a.correct.float().mean(1).tolist()})
+        return out
 
 
 def _examples(data: FeatureSet, samples: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,15 +201,22 @@ def predict(probe: nn.Module, data: FeatureSet, batch_size: int = 256,
 
 
 def evaluate_features(train: FeatureSet, val: FeatureSet, num_classes: int, settings: ProbeSettings | None = None,
-                      seed: int = 0, knn_k: int = 20, device: torch.device | None = None) -> ProbeResult:
-    """Attentive probe (seeds, held-out selection) and k-NN on the same features, each with a 95% interval;
-    both computed on `device` (default: the CPU)."""
+                      seed: int = 0, knn_k: int = 20, device: torch.device | None = None,
+                      attentive_probe: bool = True) -> ProbeResult:
+    """Attentive probe (seeds, held-out selection; unless not `attentive_probe`), linear probe (seeds) and k-NN
+    (plain and standardised) on the same features, each with a 95% interval; all computed on `device`
+    (default: the CPU)."""
     t0 = time.perf_counter()
-    attentive = train_probe(train, val, num_classes, settings, seed, device=device)
+    s = settings or ProbeSettings()
+    attentive = train_probe(train, val, num_classes, s, seed, device=device) if attentive_probe else None
     knn = knn_correct(train, val, num_classes, k=knn_k, device=device)
+    knn_std = knn_correct(train, val, num_classes, k=knn_k, standardize=True, device=device)
+    linear, linear_train = linear_probe_correct(train, val, num_classes, seeds=s.seeds, seed=seed, device=device)
     n = len(val.labels)
-    return ProbeResult(attentive=bootstrap(attentive.correct.numpy(), seed=seed),
-                       knn=bootstrap(knn.numpy()[None], seed=seed), attentive_result=attentive,
+    return ProbeResult(attentive=bootstrap(attentive.correct.numpy(), seed=seed) if attentive else None,
+                       knn=bootstrap(knn.numpy()[None], seed=seed), knn_std=bootstrap(knn_std.numpy()[None], seed=seed),
+                       linear=bootstrap(linear.numpy(), seed=seed), linear_train_top1=float(np.mean(linear_train)),
+                       attentive_result=attentive,
                        num_classes=num_classes, train_examples=train.tokens.shape[0] * train.tokens.shape[1],
                        val_samples=n, chance=1.0 / num_classes, chance_band=chance_band(num_classes, n),
                        seconds=time.perf_counter() - t0)
@@ -232,11 +254,12 @@ def extract_probe_features(encoder: nn.Module, train_cfg: LoaderConfig, val_cfg:
 
 def probe_encoder(encoder: nn.Module, train_cfg: LoaderConfig, val_cfg: LoaderConfig, *, loader: str = "dali",
                   train_views: int = 2, settings: ProbeSettings | None = None, device: torch.device | None = None,
-                  seed: int = 0, knn_k: int = 20) -> ProbeResult:
+                  seed: int = 0, knn_k: int = 20, attentive_probe: bool = True) -> ProbeResult:
     device = device or process_device()
     train, val, num_classes = extract_probe_features(encoder, train_cfg, val_cfg, loader=loader,
                                                      train_views=train_views, device=device)
-    return evaluate_features(train, val, num_classes, settings, seed=seed, knn_k=knn_k, device=device)
+    return evaluate_features(train, val, num_classes, settings, seed=seed, knn_k=knn_k, device=device,
+                             attentive_probe=attentive_probe)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="run folder, export folder, encoder.safetensors or a transformers V-JEPA 2 folder")
     ap.add_argument("--random-init", action="store_true",
                     help="same architecture as --encoder, randomly initialised weights (the floor)")
+    ap.add_argument("--baseline", choices=BASELINES, default=None,
+                    help="probe no encoder: the clips' pooled pixels or frame differences, at --encoder's clip "
+                         "geometry (the baselines an encoder has to beat)")
+    ap.add_argument("--no-attentive", action="store_true",
+                    help="skip the attentive probe (linear and k-NN only: seconds instead of a minute)")
     ap.add_argument("--train", required=True, help="labelled training shard set")
     ap.add_argument("--val", required=True, help="labelled validation shard set")
     ap.add_argument("--max-epochs", type=int, default=d.max_epochs,
@@ -281,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.random_init:
+    if args.random_init and args.baseline:
+        ap.error("--random-init and --baseline are two different floors: pass one")
+    if args.baseline:
+        encoder = PixelBaseline(args.baseline)
+    elif args.random_init:
         torch.manual_seed(args.seed)
         encoder = build_encoder(info.size, img_size=info.img_size, num_frames=info.num_frames,
                                 patch_size=info.patch_size, tubelet_size=info.tubelet_size, depth=info.depth,
@@ -293,26 +325,33 @@ def main(argv: list[str] | None = None) -> int:
     settings = ProbeSettings(max_epochs=args.max_epochs, eval_every=args.eval_every,
                              weight_decays=tuple(args.weight_decays), heldout_frac=args.heldout_frac,
                              lr=args.lr, seeds=args.seeds)
+    label = (f"baseline {args.baseline}" if args.baseline else "random init" if args.random_init
+             else f"{info.stage} step {info.step}")
     try:
-        print(f"probing {args.encoder} ({'random init' if args.random_init else f'{info.stage} step {info.step}'}) "
-              f"on {process_device()}", flush=True)
+        print(f"probing {args.encoder} ({label}) on {process_device()}", flush=True)
         result = probe_encoder(encoder, train_cfg, val_cfg, loader=args.loader, train_views=args.train_views,
-                               settings=settings, seed=args.seed, knn_k=args.knn_k)
+                               settings=settings, seed=args.seed, knn_k=args.knn_k,
+                               attentive_probe=not args.no_attentive)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    label = "random init" if args.random_init else f"{info.stage} step {info.step}"
     a = result.attentive_result
     lo, hi = result.chance_band
+    attentive = "  attentive probe not run (--no-attentive)\n" if a is None else (
+        f"  attentive probe top-1 {result.attentive.fmt()} (mean [95% interval], {args.seeds} seeds; "
+        f"{a.epochs} epochs, weight decay {a.weight_decay} chosen on held-out {100 * a.heldout_top1:.1f}%; "
+        f"train top-1 {100 * float(np.mean(a.train_top1)):.1f}%)\n")
     print(f"encoder {args.encoder} ({label}), {result.val_samples} val samples, {result.num_classes} classes, "
           f"chance {100 * result.chance:.1f}% (guessing lands in [{100 * lo:.1f}, {100 * hi:.1f}]):\n"
-          f"  attentive probe top-1 {result.attentive.fmt()} (mean [95% interval], {args.seeds} seeds; "
-          f"{a.epochs} epochs, weight decay {a.weight_decay} chosen on held-out {100 * a.heldout_top1:.1f}%; "
-          f"train top-1 {100 * float(np.mean(a.train_top1)):.1f}%)\n"
-          f"  k-NN (k={args.knn_k}) top-1    {result.knn.fmt()}")
-    out = Path(args.json) if args.json else encoder_home(args.encoder) / (
-        "probe_random.json" if args.random_init else "probe.json")
-    write_json_atomic(out, {"encoder": str(args.encoder), "random_init": args.random_init, "stage": info.stage,
+          f"{attentive}"
+          f"  linear probe (BatchNorm + linear, pooled) top-1 {result.linear.fmt()} "
+          f"(train top-1 {100 * result.linear_train_top1:.1f}%)\n"
+          f"  k-NN (k={args.knn_k}) top-1    {result.knn.fmt()}; on standardised features {result.knn_std.fmt()}")
+    default_name = (f"probe_{args.baseline}.json" if args.baseline else "probe_random.json" if args.random_init
+                    else "probe.json")
+    out = Path(args.json) if args.json else encoder_home(args.encoder) / default_name
+    write_json_atomic(out, {"encoder": str(args.encoder), "random_init": args.random_init,
+                            "baseline": args.baseline, "stage": info.stage,
                             "step": info.step, **result.to_json(), "args": vars(args)})
     print(f"wrote {out}")
     return 0
