@@ -165,13 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         run = Path(args.out) / args.name / name
         train(run, args.stage, args.steps, overrides, args.export_steps, args)
         steps = sorted({s for s in args.export_steps if s < args.steps} | {args.steps})
+        logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        resolved = yaml.safe_load((run / "config.yaml").read_text())  # what the run trained with
         for step in steps:
             encoder, info = load_encoder(run / "export" / f"step_{step:08d}")
             r = prober(f"{args.name}_{name}_{step}", encoder, info, attentive=step in args.attentive_at
                        or step == args.steps)
-            loss = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-            at = [m["loss"] for m in loss if m["step"] <= max(step, loss[0]["step"])]
-            resolved = yaml.safe_load((run / "config.yaml").read_text())  # what the run trained with
+            at = [m["loss"] for m in logged if m["step"] <= max(step, logged[0]["step"])]
             rows.append({"variant": name, "overrides": " ".join(overrides), "step": step,
                          "loss": at[-1] if step else None, "optim": resolved["optim"], "masks": resolved["masks"],
                          "global_batch": args.batch_size, **r})

@@ -51,7 +51,6 @@ class DemoSize:
     model_args: tuple[str, ...] = ()  # overrides on top of the config
     config: str = "tiny"  # salt/configs/NAME.yaml
     supervised_args: tuple[str, ...] = ()  # the ceiling's own overrides
-    student_args: tuple[str, ...] = ()  # the students' own overrides
 
 
 # Exports (and k-NN probes) at these steps besides the checkpoints: where a run's features change first.
@@ -62,17 +61,16 @@ CLIP = ("--data.crop_size=32", "--data.num_frames=8", "--data.frame_stride=8")
 # The ceiling's rate: 2e-4 at batch 32 (1.6e-3 per 256, linear). At 5e-4 (4e-3 per 256) the medium size's
 # supervised run sat at ln 4 for 600 of its 800 steps; at 2e-4 it learns from step 260 (README).
 SUPERVISED = ("--optim.lr=1.6e-3",)
-STUDENT = ()
 SIZES = {
     # seconds, for the test suite: a 2-block model
     "tiny": DemoSize("directions4", 40, 40, 12, 12, 12, 4, 2, 2, 4, 2, 1,
                      ("--data.frame_stride=8", "--data.shuffle_buffer=16"), config="debug"),
     # the default: under 20 minutes on 2 CPU cores
     "small": DemoSize("directions4", 400, 300, 300, 200, 400, 32, 4, 2, 30, 2, 2, CLIP,
-                      supervised_args=SUPERVISED, student_args=STUDENT),
+                      supervised_args=SUPERVISED),
     # longer runs of the same model on more data
     "medium": DemoSize("directions4", 800, 300, 800, 900, 800, 32, 6, 4, 50, 3, 2, CLIP,
-                       supervised_args=SUPERVISED, student_args=STUDENT),
+                       supervised_args=SUPERVISED),
 }
 
 
@@ -187,8 +185,7 @@ class Demo:
         random_teacher = runs_dir["teacher"] / "export" / "step_00000000"  # the teacher's initialisation
 
         self.say(f"stage 2: student of the pixel teacher, {s.student_steps} steps")
-        student = self.train("student", runs_dir["student"], s.student_steps, "--teacher", str(runs_dir["teacher"]),
-                             *s.student_args)
+        student = self.train("student", runs_dir["student"], s.student_steps, "--teacher", str(runs_dir["teacher"]))
 
         cache = self.cache_root / f"{self.name}-supervised"
         self.say(f"the student machinery on a good teacher: the supervised encoder's targets cached ({s.cache_views} "
@@ -199,11 +196,11 @@ class Demo:
                       "--config", s.config, "--loader", self.loader,
                       *[a for a in self.size.model_args if a.startswith("--data.")]])
         student_sup = self.train("student", runs_dir["student of supervised"], s.student_steps, "--targets.cache",
-                                 str(cache), *s.student_args)
+                                 str(cache))
 
         self.say(f"the control: a student of the random teacher (the teacher's step 0), {s.student_steps} steps")
         student_rnd = self.train("student", runs_dir["student of random"], s.student_steps, "--teacher",
-                                 str(random_teacher), *s.student_args)
+                                 str(random_teacher))
 
         budget = teacher["train_flops"] + student["train_flops"]
         steps = self.vjepa_steps(budget)

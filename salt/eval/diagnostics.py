@@ -29,17 +29,10 @@ def _mean_offdiag(sim: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def attention_entropy(block: nn.Module, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None) -> float:
     """x (B, N, D): the block's input. Recomputes its attention weights (timm's Attention layout)."""
-    from salt.models.rope import apply_rope
+    from salt.models.rope import project_qkv
 
-    attn = block.attn
-    h = block.norm1(x)
-    B, N, _ = h.shape
-    qkv = attn.qkv(h).reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k, _ = qkv.unbind(0)  # (B, heads, N, head_dim)
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    if rope is not None:
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    p = ((q.float() @ k.float().transpose(-1, -2)) * attn.scale).softmax(-1)  # (B, heads, N, N)
+    q, k, _ = project_qkv(block.attn, block.norm1(x), rope)  # (B, heads, N, head_dim)
+    p = ((q.float() @ k.float().transpose(-1, -2)) * block.attn.scale).softmax(-1)  # (B, heads, N, N)
     return float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
 
 
