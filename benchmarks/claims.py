@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_result  # noqa: E402
 from salt.demo import CLIP, SIZES  # noqa: E402
 from salt.eval.intervals import chance_band  # noqa: E402
+from salt.masks import MASK_KINDS  # noqa: E402
 from salt.report import r_squared  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,12 +97,12 @@ class Sweep:
                 "student_loss": s["final_loss"], "teacher_flops": t["train_flops"], "student_flops": s["train_flops"]}
 
 
-    def distill(self, teacher: Path, steps: int, seed: int, tag: str) -> dict:
+    def distill(self, teacher: Path, steps: int, seed: int, tag: str, recipe: tuple[str, ...] = ()) -> dict:
         """A student of the frozen `teacher` (any encoder: the supervised one, a random one), probed, with its
-        loss and k-NN at every checkpoint (the loss-vs-probe fit)."""
+        loss and k-NN at every checkpoint (the loss-vs-probe fit). `recipe`: the student's own overrides."""
         run = self.out / f"{tag}_seed{seed}"
         s = self.train(run, "student", steps, seed, "--teacher", str(teacher), "--run.probe_every=" + str(steps // 4),
-                       f"--run.probe_shards={self.val_shards}", "--run.probe_samples=300")
+                       f"--run.probe_shards={self.val_shards}", "--run.probe_samples=300", *recipe)
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         curve = [(r["step"], r["loss"], r["knn_top1"]) for r in rows if r.get("knn_top1") is not None]
         return {"seed": seed, "flops": s["train_flops"], **self.probe(run, seed), "loss": s["final_loss"],
@@ -119,17 +120,29 @@ def vjepa_steps(budget: float) -> int:
 PARTS = ("pairs", "distill")
 
 
+def student_recipe(args) -> tuple[str, ...]:
+    """The distill part's student overrides: its masks, and its rate per 256 clips (linear rule)."""
+    return ((f"--masks.kind={args.student_masks}",) if args.student_masks else ()) + (
+        (f"--optim.lr={args.student_lr}",) if args.student_lr is not None else ())
+
+
 def distill_section(sweep: Sweep, args, supervised_of) -> tuple[list[str], dict]:
     """The student machinery alone: per seed, a student of that seed's supervised encoder (which never sees
     a label) and a student of that seed's random encoder (the control), beside both teachers."""
     rows = []
+    recipe = student_recipe(args)
+    # one folder per student recipe: a finished run of another length, masks or rate is never taken for this one
+    tag = (f"s{args.student_steps}" + (f"_{args.student_masks}" if args.student_masks else "")
+           + (f"_lr{args.student_lr:g}" if args.student_lr is not None else ""))
     for seed in args.seeds:
         sup_run, sup = supervised_of(seed)
         init = sup_run / "export" / "step_00000000"
         rows.append({"seed": seed, "supervised": {"flops": sup["train_flops"], **sweep.probe(sup_run, seed)},
                      "random": sweep.probe(init, seed),
-                     "student of supervised": sweep.distill(sup_run, args.student_steps, seed, "distill_supervised"),
-                     "student of random": sweep.distill(init, args.student_steps, seed, "distill_random")})
+                     "student of supervised": sweep.distill(sup_run, args.student_steps, seed,
+                                                            f"distill_supervised_{tag}", recipe),
+                     "student of random": sweep.distill(init, args.student_steps, seed, f"distill_random_{tag}",
+                                                        recipe)})
     names = ("random", "supervised", "student of supervised", "student of random")
     probes = ("attentive", "linear", "knn", "knn_std")
     est = {n: {k: interval([r[n][k] for r in rows]) for k in probes} for n in names}
@@ -148,7 +161,9 @@ def distill_section(sweep: Sweep, args, supervised_of) -> tuple[list[str], dict]
     shares = {probe: recovered(probe) for probe in ("knn", "linear")}
     lines = ["## The student machinery on a known-good teacher", "",
              f"Per seed: the supervised encoder ({args.supervised_steps} steps, the ceiling) frozen as the teacher of "
-             f"a student ({args.student_steps} steps; the student never sees a label), and the same student of that "
+             f"a student ({args.student_steps} steps, {args.student_masks or 'multiblock'} masks, "
+             + (f"peak rate {args.student_lr:g} per 256 clips" if args.student_lr is not None else "the config's rate")
+             + "; the student never sees a label), and the same student of that "
              "seed's random encoder (the supervised run's step-0 export), the control.", "",
              "| encoder | attentive | linear | k-NN | k-NN, standardised |", "| --- | ---: | ---: | ---: | ---: |"]
     for n in names:
@@ -223,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="pairs: the pixel teacher/student splits, the smaller teacher, V-JEPA; distill: students of "
                          "the supervised encoder and of a random one (default both)")
     ap.add_argument("--student-steps", type=int, default=300, help="steps of the distill part's students")
+    ap.add_argument("--student-masks", choices=MASK_KINDS, default=None,
+                    help="the distill part's students' masks (default the config's, multiblock; full: no masking)")
+    ap.add_argument("--student-lr", type=float, default=None,
+                    help="the distill part's students' peak rate per 256 clips, linear rule (default the config's, "
+                         "1.5e-4); README's long students: 4e-3, i.e. 5e-4 at batch 32")
     args = ap.parse_args(argv)
     if len(args.seeds) < 2:
         ap.error("an interval over seeds needs at least 2 seeds (3 or more recommended)")

@@ -19,6 +19,7 @@ import yaml
 
 from salt.data.config import LoaderConfig
 from salt.data.loaders import LOADERS
+from salt.masks.factory import MASK_KINDS
 from salt.masks.multiblock import DEFAULT_MULTIBLOCK, BlockSpec
 from salt.models.pixel_decoder import DEFAULT_PIXEL_DECODER
 from salt.models.predictor import DEFAULT_PREDICTOR
@@ -78,7 +79,7 @@ class EmaConfig:
 
 @dataclass
 class MaskConfig:
-    kind: str = "multiblock"  # multiblock | tube | random
+    kind: str = "multiblock"  # multiblock | tube | random | full (no masking: the ablation of salt.masks.full)
     ratio: float = 0.9  # tube and random masks
     blocks: list[BlockSpec] = field(default_factory=lambda: list(DEFAULT_MULTIBLOCK))  # multiblock: V-JEPA's
 
@@ -156,7 +157,7 @@ class Config:
         _check(self.teacher.dtype in ("auto", "bf16", "fp32"), "teacher.dtype", "must be auto, bf16 or fp32")
         _check(self.run.precision in PRECISIONS, "run.precision", f"must be one of {', '.join(PRECISIONS)}")
         _check(self.run.peer_timeout_s > 0, "run.peer_timeout_s", f"must be > 0, got {self.run.peer_timeout_s}")
-        _check(self.masks.kind in ("multiblock", "tube", "random"), "masks.kind", "must be multiblock, tube or random")
+        _check(self.masks.kind in MASK_KINDS, "masks.kind", f"must be one of {', '.join(MASK_KINDS)}")
         _check(self.data.loader in LOADERS, "data.loader", f"must be one of {LOADERS}")
         _check(self.data.mode != "precompute", "data.mode", "precompute is the target-cache job's mode "
                "(python -m dataprep.targets), not a training mode")

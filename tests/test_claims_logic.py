@@ -56,16 +56,20 @@ def test_distill_section_over_seeds():
             v = r if encoder.name == "step_00000000" else s
             return {"attentive": v, "linear": v, "knn": v, "knn_std": v}
 
-        def distill(self, teacher, steps, seed, tag):
+        def distill(self, teacher, steps, seed, tag, recipe=()):
+            assert recipe == ("--masks.kind=full", "--optim.lr=0.004")  # the student's own flags, passed on
+            assert tag.endswith("_s200_full_lr0.004")  # and in its folder name: no other recipe's run is reused
             r, _, st = knn[seed]
-            v = st if tag == "distill_supervised" else r + 0.01
+            v = st if tag.startswith("distill_supervised") else r + 0.01
             return {"seed": seed, "attentive": v, "linear": v, "knn": v, "knn_std": v, "loss": 1 - v,
                     "curve": [(50, 0.5, r), (100, 0.4, (r + st) / 2), (200, 0.3, st)]}
 
-    args = SimpleNamespace(seeds=[0, 1, 2], supervised_steps=400, student_steps=200)
+    args = SimpleNamespace(seeds=[0, 1, 2], supervised_steps=400, student_steps=200, student_masks="full",
+                           student_lr=4e-3)
     lines, out = distill_section(FakeSweep(), args, lambda seed: (Path(f"sup{seed}"), {"train_flops": 1.0}))
     share = out["lead_recovered"]["knn"]
     assert share["mean"] == pytest.approx(((0.26 / 0.40) + (0.26 / 0.40) + (0.25 / 0.37)) / 3)
     text = "\n".join(lines)
     assert "recovers >= half of its knn lead over random | holds" in text
+    assert "200 steps, full masks, peak rate 0.004 per 256 clips" in text
     assert out["loss_vs_knn_r2"] > 0.9  # the canned curves: loss falls as k-NN rises

@@ -171,3 +171,15 @@ def test_cli_prints_fractions(capsys: pytest.CaptureFixture[str]) -> None:
         assert ctx_mean + pred_mean == pytest.approx(1.0, abs=1e-3)  # batch of one: complement
     masks_cli(["--kind", "tube", "--draws", "2"])
     assert "0.898" in capsys.readouterr().out
+
+
+def test_full_kind_sees_and_predicts_every_token() -> None:
+    g = build_mask_generator("full", grid=SMALL)
+    (m,) = g(3, gen(0))
+    every = torch.arange(SMALL.num_tokens).expand(3, -1)
+    assert m.context_idx.dtype == torch.long
+    assert torch.equal(m.context_idx, every) and torch.equal(m.pred_idx, every)
+    m.context_idx[0, 0] = 7  # the two index sets are separate tensors
+    assert int(m.pred_idx[0, 0]) == 0
+    with pytest.raises(ValueError, match="unknown mask kind 'none'.*full"):
+        build_mask_generator("none", grid=SMALL)

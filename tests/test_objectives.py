@@ -205,3 +205,19 @@ def test_tiny_teacher_overfits_one_batch() -> None:
 def test_tiny_student_overfits_one_batch() -> None:
     first, last = overfit(student_objective(teacher_width=64), steps=300, lr=3e-3)
     assert last < first / 10
+
+
+def test_unmasked_student_is_feature_distillation_over_every_token() -> None:
+    """masks.kind=full: the student encodes the whole clip and its loss is the L1 to the teacher's targets
+    at every position, in order."""
+    obj = student_objective().eval()
+    x = clips()
+    (m,) = masks("full")
+    n = obj.student.num_tokens
+    assert torch.equal(m.context_idx, torch.arange(n).expand(2, -1)) and torch.equal(m.pred_idx, m.context_idx)
+    with torch.no_grad():
+        loss = obj(x, [m]).loss
+        z = obj.student(x)  # (B, N, D_student): every token, none dropped
+        pred = obj.predictor(z, m.context_idx, m.pred_idx)  # (B, N, D_teacher)
+        expected = F.l1_loss(pred, compute_teacher_targets(obj.teacher, x))
+    assert torch.allclose(loss, expected, atol=1e-6)

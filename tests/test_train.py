@@ -122,6 +122,9 @@ def test_bad_config_and_inputs_fail_early_with_clear_messages(synth_shards, tmp_
         load_config("tiny", ["optim.lrr=1"])
     with pytest.raises(ConfigError, match="expected an integer"):
         load_config("tiny", ["data.batch_size=big"])
+    with pytest.raises(ConfigError, match="config key masks.kind: must be one of multiblock, tube, random, full"):
+        load_config("tiny", ["masks.kind=none"])
+    assert load_config("tiny", ["masks.kind=full"]).masks.kind == "full"
     assert train(tmp_path / "nowhere", tmp_path / "r1", "teacher", 2) == 2
     assert "no shard set" in capsys.readouterr().err
     assert train(synth_shards, tmp_path / "r2", "student", 2) == 2

@@ -11,7 +11,8 @@ import torch
 class MaskBatch:
     """Index lists into the flat token grid, sorted ascending per sample, equal length across the batch.
 
-    context_idx: tokens the encoder sees; pred_idx: tokens to predict. Disjoint per sample.
+    context_idx: tokens the encoder sees; pred_idx: tokens to predict. Disjoint per sample, except under the
+    unmasked ablation (salt.masks.full), where both are every token.
     """
 
     context_idx: torch.Tensor  # (B, N_ctx) long
