@@ -120,20 +120,22 @@ def vjepa_steps(budget: float) -> int:
 PARTS = ("pairs", "distill")
 
 
-def student_recipe(args) -> tuple[str, ...]:
-    """The distill part's student overrides: its masks, and its rate per 256 clips (linear rule)."""
-    return ((f"--masks.kind={args.student_masks}",) if args.student_masks else ()) + (
-        (f"--optim.lr={args.student_lr}",) if args.student_lr is not None else ())
+def student_recipe(args) -> tuple[tuple[str, ...], str]:
+    """The distill part's student: (its overrides, its folder tag). Masks and rate per 256 clips (linear rule)
+    when given; the tag names steps and both, so a finished run of another recipe is never taken for this one."""
+    overrides, tag = (), f"s{args.student_steps}"
+    if args.student_masks:
+        overrides, tag = overrides + (f"--masks.kind={args.student_masks}",), f"{tag}_{args.student_masks}"
+    if args.student_lr is not None:
+        overrides, tag = overrides + (f"--optim.lr={args.student_lr}",), f"{tag}_lr{args.student_lr:g}"
+    return overrides, tag
 
 
 def distill_section(sweep: Sweep, args, supervised_of) -> tuple[list[str], dict]:
     """The student machinery alone: per seed, a student of that seed's supervised encoder (which never sees
     a label) and a student of that seed's random encoder (the control), beside both teachers."""
     rows = []
-    recipe = student_recipe(args)
-    # one folder per student recipe: a finished run of another length, masks or rate is never taken for this one
-    tag = (f"s{args.student_steps}" + (f"_{args.student_masks}" if args.student_masks else "")
-           + (f"_lr{args.student_lr:g}" if args.student_lr is not None else ""))
+    recipe, tag = student_recipe(args)
     for seed in args.seeds:
         sup_run, sup = supervised_of(seed)
         init = sup_run / "export" / "step_00000000"
