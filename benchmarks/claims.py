@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_result  # noqa: E402
+from benchmarks.common import interval, write_result  # noqa: E402
 from salt.demo import CLIP, SIZES  # noqa: E402
 from salt.eval.intervals import chance_band  # noqa: E402
 from salt.masks import MASK_KINDS  # noqa: E402
@@ -37,7 +36,6 @@ RESULTS = REPO / "benchmarks" / "results"
 BATCH = 32
 COMMON = ["--config", "tiny", f"--data.batch_size={BATCH}", "--run.log_every=20", "--run.tensorboard=false", *CLIP]
 SUPERVISED_ARGS = SIZES["small"].supervised_args  # the ceiling's recipe, the demo's
-T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}  # Student's t, 95%
 
 
 def sh(args: list[str]) -> None:
@@ -49,13 +47,6 @@ def sh(args: list[str]) -> None:
 
 def summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
-
-
-def interval(values: list[float]) -> dict:
-    """Mean and 95% t-interval over seeds (no width from one seed)."""
-    mean = statistics.fmean(values)
-    half = T_975.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(values)}
 
 
 def fmt(e: dict) -> str:

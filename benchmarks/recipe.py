@@ -26,7 +26,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import format_table, write_result  # noqa: E402
+from benchmarks.common import format_table, interval, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 GEOMETRY = ["--data.crop_size=32", "--data.num_frames=8", "--data.frame_stride=8"]  # the demo's clips
@@ -127,6 +127,31 @@ class Prober:
             return next(iter(loader)).model_input("cpu")
 
 
+PROBES = ("attentive", "linear", "knn", "knn_std")
+
+
+def seed_groups(rows: list[dict], final_step: int) -> list[dict]:
+    """Rows of variants named GROUP_sN at `final_step` -> per GROUP (two seeds or more), each probe's mean and
+    95% t-interval over its seeds, the seeds' own figures and the last logged loss's mean."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        group, _, seed = r["variant"].rpartition("_s")
+        if r["step"] == final_step and group and seed.isdigit():
+            groups.setdefault(group, []).append(r)
+    out = []
+    for group, members in groups.items():
+        if len(members) < 2:
+            continue
+        row = {"group": group, "variants": [r["variant"] for r in members],
+               "loss": interval([r["loss"] for r in members])["mean"]}
+        for probe in PROBES:
+            if all(probe in r for r in members):
+                values = [r[probe]["mean"] for r in members]
+                row[probe] = {**interval(values), "seeds": values}
+        out.append(row)
+    return out
+
+
 def pct(e: dict | None) -> str:
     return "" if not e else f"{100 * e['mean']:.1f} [{100 * e['low']:.1f}, {100 * e['high']:.1f}]"
 
@@ -196,8 +221,14 @@ def main(argv: list[str] | None = None) -> int:
                  if "diagnostics" in r else {})} for r in rows]
     print(format_table(table, ["variant", "step", "loss", "attentive", "linear", "k-NN", "k-NN std", "rankme",
                                "feature_std", "token_cosine", "clip_cosine"]))
+    over_seeds = seed_groups(rows, args.steps)
+    if over_seeds:
+        print(f"\nover seeds, step {args.steps}: mean [95% t-interval over seeds]")
+        print(format_table([{"group": g["group"], "seeds": len(g["variants"]), "loss": g["loss"],
+                             **{k: pct(g.get(k)) for k in PROBES}} for g in over_seeds],
+                           ["group", "seeds", "loss", *PROBES]))
     path = write_result(REPO / "benchmarks" / "results" / "recipe" / f"{args.name}.json", f"recipe_{args.name}",
-                        {k: v for k, v in vars(args).items()}, rows, {"variants": variants})
+                        {k: v for k, v in vars(args).items()}, rows, {"variants": variants, "over_seeds": over_seeds})
     print(f"wrote {path}")
     return 0
 

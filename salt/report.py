@@ -218,7 +218,7 @@ def write_report(out: Path, *, size: str, size_cfg: dict, runs: dict[str, dict],
                      f"{_pct(probe['linear'])} | {_pct(probe['knn'])} | {_pct(probe['knn_std'])} | "
                      f"{att_fit} / {100 * probe['linear_train_top1']:.0f}% |")
     lines += ["", "Random init is the teacher's own initialisation (its step-0 export), the teacher of the control "
-              "student; pixels and frame differences are no encoder at all (each frame pooled to 8 x 8, "
+              "student (every student draws initial weights of its own, never its teacher's); pixels and frame differences are no encoder at all (each frame pooled to 8 x 8, "
               "flattened). Students count their teacher's FLOPs in \"FLOPs to produce it\"; the V-JEPA baseline "
               "was given the pixel teacher + its student's budget. Attentive probe: learned-query cross-attention "
               "on the frozen encoder's tokens, epochs and weight decay chosen on a held-out fifth of the training "

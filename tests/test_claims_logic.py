@@ -73,3 +73,25 @@ def test_distill_section_over_seeds():
     assert "recovers >= half of its knn lead over random | holds" in text
     assert "200 steps, full masks, peak rate 0.004 per 256 clips" in text
     assert out["loss_vs_knn_r2"] > 0.9  # the canned curves: loss falls as k-NN rises
+
+
+def test_a_recipe_sweep_gives_each_probe_over_the_seeds_of_a_variant():
+    from benchmarks.common import interval
+    from benchmarks.recipe import seed_groups
+
+    def row(variant, step, knn, loss=0.2, linear=0.5):
+        return {"variant": variant, "step": step, "loss": loss, "knn": {"mean": knn}, "linear": {"mean": linear}}
+
+    rows = [row("full_s0", 300, 0.9), row("full_s0", 900, 0.40), row("full_s1", 900, 0.50, loss=0.4),
+            row("full_s2", 900, 0.45), row("alone_s0", 900, 0.3), row("multiblock", 900, 0.2),
+            row("random_s1", 900, 0.2), row("random_s2", 900, 0.22)]
+    groups = {g["group"]: g for g in seed_groups(rows, 900)}
+    assert sorted(groups) == ["full", "random"]  # one seed is no interval; a name without _sN is no group
+    full = groups["full"]
+    assert full["variants"] == ["full_s0", "full_s1", "full_s2"]  # the step-300 export is not a seed's figure
+    assert full["knn"]["seeds"] == [0.40, 0.50, 0.45]
+    assert full["knn"]["mean"] == pytest.approx(0.45) and full["loss"] == pytest.approx(0.8 / 3)
+    # t(2) = 4.30 over 3 seeds of std 0.05: 0.45 +- 4.30 * 0.05 / sqrt(3)
+    assert full["knn"]["low"] == pytest.approx(0.45 - 4.30 * 0.05 / 3 ** 0.5)
+    assert "attentive" not in full  # not probed: not made up
+    assert interval([0.3])["low"] == interval([0.3])["high"] == 0.3

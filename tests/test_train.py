@@ -78,6 +78,25 @@ def test_student_run_from_teacher_learns_and_leaves_teacher_untouched(teacher_ru
         assert not p.requires_grad
 
 
+@pytest.mark.timeout(300)
+def test_a_student_never_starts_at_its_teachers_initialisation(synth_shards, tmp_path):
+    """The control of the student machinery (a student of a random encoder: a run's step-0 export) must not
+    start at its teacher: a student draws its weights from another seed than any teacher-free stage at the
+    same run.seed, and from the same one on every run at that seed."""
+    one_step = ("--run.seed=3", "--run.export_steps=[0]", "--run.log_every=1")
+    assert train(synth_shards, tmp_path / "teacher", "teacher", 1, *one_step) == 0
+    random_teacher = tmp_path / "teacher" / "export" / "step_00000000"
+    starts = []
+    for name in ("student_a", "student_b"):
+        assert train(synth_shards, tmp_path / name, "student", 1, "--teacher", str(random_teacher), *one_step) == 0
+        starts.append(load_encoder(tmp_path / name / "export" / "step_00000000")[0].state_dict())
+    teacher = load_encoder(random_teacher)[0].state_dict()
+    assert starts[0].keys() == teacher.keys()
+    assert all(torch.equal(starts[0][k], starts[1][k]) for k in teacher)  # seeded: the same start twice
+    drawn = [k for k, v in teacher.items() if k.endswith("weight") and v.ndim >= 2]  # drawn at random
+    assert drawn and not any(torch.equal(starts[0][k], teacher[k]) for k in drawn)
+
+
 def test_frozen_teacher_is_bitwise_unchanged_by_training(teacher_run, synth_shards, tmp_path):
     from salt.engine.distributed import init_distributed
     from salt.engine.trainer import Trainer

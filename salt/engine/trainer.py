@@ -37,7 +37,7 @@ from salt.engine.deepspeed_setup import (
     zero_stage,
 )
 from salt.engine.distributed import DistInfo
-from salt.engine.rng import rng_state, set_rng_state
+from salt.engine.rng import initial_weights_seed, rng_state, set_rng_state
 from salt.engine.stopping import FirstSignal, LauncherWatch, collective_failed, collective_reason
 from salt.health import health_metrics
 from salt.metrics import MetricsLogger, Window, memory_stats, peak_tflops
@@ -119,7 +119,7 @@ class Trainer:
             self.targets.check_covers(self.loader.shards.keys, cfg.data.shards)
             self.target_prefetch = TargetPrefetcher(self.targets, self.loader.planner)
 
-        torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
+        torch.manual_seed(initial_weights_seed(cfg.run.seed, stage.uses_teacher))  # the same on every rank
         self.objective = build_objective(cfg, teacher_width=self.targets.width if self.targets else None,
                                          num_classes=len(self.loader.shards.classes)).to(dist.device)
         set_block_options(self.objective, checkpointing=cfg.model.grad_checkpointing, compile=cfg.run.compile)
