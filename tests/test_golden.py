@@ -112,6 +112,7 @@ def zero_curves(synth_shards, tmp_path_factory) -> dict[int, dict[int, float]]:
     return out
 
 
+@pytest.mark.slow  # 3 two-rank runs: about 2 minutes on 2 cores
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("zero", [1, 2, 3])
 def test_zero_stages_on_two_ranks_reproduce_the_two_rank_curve(zero, zero_curves):

@@ -179,6 +179,7 @@ def test_activation_checkpointing_recomputes_the_same_steps(teacher_run, synth_s
     assert sorted(plain) == [1, 2, 3, 4] and plain == pytest.approx(ckpt, rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_compiled_blocks_train_like_eager_ones(synth_shards, tmp_path):
     """run.compile compiles each transformer block in place: losses match eager to float tolerance and the
