@@ -32,7 +32,7 @@ from dataprep.inputs import (
 )
 from dataprep.journal import JobMismatch, Journal, Segment
 from dataprep.pool import TaskLost, WorkerPool
-from dataprep.tarshard import ShardWriter
+from dataprep.tarshard import ShardWriter, tmp_name
 from dataprep.transcode import (
     Probe,
     TranscodeFailure,
@@ -396,9 +396,14 @@ class _WriterState:
         self.journal.write_end(self.segment)
 
     def abort(self) -> None:
+        """Discards the shard being filled, also one whose partial file a stop signal left without a writer
+        (raised while the writer was being opened, before `add` held it)."""
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
+        final = self.out / f"{self.prefix}-{self.number:06d}.tar"
+        for partial in (tmp_name(final), tmp_name(final.with_suffix(".idx"))):
+            partial.unlink(missing_ok=True)
 
 
 def _write_video(res: VideoResult, state: _WriterState, cfg: JobConfig, label_index: dict[str, int],

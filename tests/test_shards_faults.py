@@ -335,3 +335,23 @@ def test_verify_names_a_damaged_shard(small_dir, tmp_path, capsys):
     assert main(["--verify", str(out)]) == 1
     err = capsys.readouterr().err
     assert "v-000001.tar" in err and "v-000000.tar" not in err
+
+
+def test_a_stop_while_a_shard_is_being_opened_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A stop signal raised inside the writer's constructor (the partial file already open, the writer not yet
+    held by the job) must not leave the partial file behind when the job aborts."""
+    from dataprep import tarshard
+
+    class Output:
+        local = tmp_path
+
+    def stopped(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tarshard.wds, "TarWriter", stopped)
+    state = shard_job._WriterState(Output(), "sig", journal=None, number=4)
+    with pytest.raises(KeyboardInterrupt):
+        state.add("key", {"json": b"{}"})
+    assert [p.name for p in tmp_path.iterdir()] == [".sig-000004.tar.partial"]  # what the stop left
+    state.abort()
+    assert list(tmp_path.iterdir()) == []
